@@ -1,0 +1,36 @@
+// The workflow loader: TOML text -> WorkflowSpec, with every schema error at once.
+//
+// It checks what one file can tell on its own: syntax (first error only: the
+// parser stops there), unknown keys with "did you mean", types and ranges of
+// durations, quantities and counts, duplicate step ids, `inputs` leaving the
+// workflow's directory, a size cap and a nesting-depth check run before toml++
+// sees the text. Graph questions (unknown needs, cycles, placeholders) belong
+// to the planner.
+//
+// Thread-safety: free functions, no shared state.
+#ifndef CRUCIBLE_LOADER_LOADER_H_
+#define CRUCIBLE_LOADER_LOADER_H_
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "common/diagnostic.h"
+#include "loader/workflow_spec.h"
+
+namespace crucible::loader {
+
+/// Files larger than this are refused before parsing (a generated 100,000-step file fits).
+inline constexpr size_t kMaxWorkflowBytes = 256u * 1024 * 1024;
+/// Deeper nesting of tables/arrays/dotted keys is refused before parsing.
+inline constexpr int kMaxNestingDepth = 64;
+
+/// Reads and loads `path`. Returns nullopt when `diags` has errors.
+std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostics& diags);
+
+/// Loads `text` as if read from `path` (whose directory anchors `inputs`).
+std::optional<WorkflowSpec> LoadWorkflowText(const std::string& text, const std::string& path, Diagnostics& diags);
+
+}  // namespace crucible::loader
+
+#endif  // CRUCIBLE_LOADER_LOADER_H_

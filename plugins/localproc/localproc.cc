@@ -1,0 +1,1 @@
+#include "crucible/backend_sdk.hpp"
