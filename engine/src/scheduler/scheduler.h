@@ -1,0 +1,138 @@
+// Scheduler: runs one Plan to its end on a set of backends, recording every
+// transition in the Store before acting on it.
+//
+// Step instance state machine (the store's StepState):
+//
+//   pending --(needs finished, `when` true, slot free)--> running
+//   pending --(`when` false)--> skipped {upstream_failed | condition_false}
+//   pending --(cancel, fail_fast, run deadline)--> cancelled / skipped
+//   running --(attempt succeeded)--> succeeded
+//   running --(attempt failed, retry allowed)--> running (next attempt after backoff)
+//   running --(attempt failed, no retry left)--> failed
+//   running --(cancel)--> cancelled
+//
+// One thread: start() returns at once and completions come back through
+// Backend::Poll(); the loop sleeps on a Waker (an eventfd the backends signal
+// through the host) or until the next timer (backoff, attempt or run deadline).
+//
+// Thread-safety: Run() on one thread. RequestCancel() may be called from any
+// thread or from a signal handler (it only writes to the eventfd).
+#ifndef CRUCIBLE_SCHEDULER_SCHEDULER_H_
+#define CRUCIBLE_SCHEDULER_SCHEDULER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "host/backend.h"
+#include "plan/plan.h"
+#include "store/store.h"
+
+namespace crucible::scheduler {
+
+/// Exit codes of the engine (the format's "States and exit codes").
+enum class ExitCode : int {
+  kSuccess = 0,
+  kStepFailed = 1,
+  kInvalid = 2,
+  kBackendUnavailable = 3,
+  kInterrupted = 130,
+};
+
+/// Wall time in epoch milliseconds and a monotonic clock; fakeable.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  /// Epoch milliseconds, for the record.
+  virtual int64_t NowMs() = 0;
+  /// Monotonic milliseconds, for deadlines and backoff.
+  virtual int64_t MonotonicMs() = 0;
+};
+
+/// The real clock.
+class SystemClock : public Clock {
+ public:
+  int64_t NowMs() override;
+  int64_t MonotonicMs() override;
+};
+
+/// An eventfd the backends (any thread) and signal handlers write to, and the
+/// scheduler waits on. Async-signal-safe Wake().
+class Waker {
+ public:
+  Waker();
+  ~Waker();
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+  void Wake() const;
+  /// Waits until woken or timeout_ms passed (-1: forever); clears the wake.
+  /// Returns true when woken.
+  bool Wait(int timeout_ms) const;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+/// Read-only events for progress displays and tests. Called on the scheduler thread.
+class Observer {
+ public:
+  virtual ~Observer() = default;
+  virtual void OnRunStarted(const std::string& /*run_id*/, const plan::Plan& /*plan*/) {}
+  virtual void OnStepState(plan::TaskId /*task*/, store::StepState /*state*/, const std::string& /*reason*/) {}
+  virtual void OnAttemptStarted(plan::TaskId /*task*/, int /*attempt*/, const std::string& /*handle*/) {}
+  virtual void OnAttemptFinished(plan::TaskId /*task*/, int /*attempt*/, const host::AttemptResult& /*result*/) {}
+  virtual void OnRunFinished(store::RunState /*state*/, ExitCode /*code*/) {}
+  /// Called once per loop turn, for live displays.
+  virtual void OnTick() {}
+};
+
+struct RunOptions {
+  std::string run_id;
+  std::string workflow_file;     ///< as given, for the record
+  std::string source_text;       ///< the file's text at submit
+  std::string source_sha256;
+  int max_parallel = 0;          ///< 0: the plan's
+  bool keep_work = false;
+  uint64_t log_cap_bytes = 64ull << 20;
+  uint64_t output_cap_bytes = 4096;
+  int64_t cancel_grace_ms = 5000;
+  int max_infra_retries = 3;
+};
+
+struct RunSummary {
+  store::RunState state = store::RunState::kRunning;
+  ExitCode exit_code = ExitCode::kSuccess;
+};
+
+/// Runs one plan. Create, Run() once.
+class Scheduler {
+ public:
+  /// `backends` by name: every name in plan.backend_names() must be present.
+  Scheduler(const plan::Plan& plan, store::Store& store, std::map<std::string, host::Backend*> backends,
+            Clock& clock, const Waker& waker, Observer* observer, RunOptions options);
+  ~Scheduler();
+
+  /// Records the run, runs it to the end, records the end. An error means the
+  /// store could not be written (the run is left resumable).
+  Result<RunSummary> Run();
+
+  /// Stop dispatching, cancel what runs, record cancelled. Async-signal-safe.
+  void RequestCancel();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// A new run id: sortable by time, unique ("20261125-153012-a3f9").
+std::string NewRunId();
+
+}  // namespace crucible::scheduler
+
+#endif  // CRUCIBLE_SCHEDULER_SCHEDULER_H_
