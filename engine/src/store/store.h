@@ -118,6 +118,11 @@ class Store {
   Result<std::vector<AttemptRow>> GetAttempts(const std::string& run_id, std::optional<int> step_idx) const;
   Result<std::vector<OutputRow>> GetOutputs(const std::string& run_id) const;
 
+  /// The SQL of the read queries above, for EXPLAIN QUERY PLAN in tests.
+  static std::vector<std::string> ReadQueries();
+  /// Executes raw SQL on this connection (tests only: PRAGMA max_page_count and the like).
+  Status ExecForTesting(const std::string& sql);
+
  private:
   struct Impl;  // SQLiteCpp lives only in store.cc
   explicit Store(std::unique_ptr<Impl> impl);
