@@ -1,1 +1,770 @@
+// The localproc backend: each attempt is a process (group) on this machine.
+//
+// Design:
+//   - Start() runs on the engine's scheduler thread: it prepares the working
+//     directory, spawns the child (spawn.h) straight into a pooled cgroup slot
+//     (cgroups.h) and returns the handle "pid=P start=T pgid=G" at once.
+//   - One waiter thread serves every attempt: an epoll loop over a pidfd per
+//     child, the read end of each child's output pipe, and an eventfd that
+//     brings new attempts, cancel requests and the stop request. Deadlines
+//     (timeouts, SIGKILL after a grace) are the epoll timeout. When pidfd_open
+//     is unavailable (kernel < 5.3) the loop ticks every 5 ms and checks its
+//     children with waitid(WNOHANG | WNOWAIT) instead.
+//   - Output: one pipe per attempt carries stdout and stderr; the waiter
+//     writes its head to the log file up to log_cap_bytes and only counts the
+//     rest. This bounds disk use during a flood, which handing the child the
+//     log file could not, and costs a pipe and two epoll registrations per
+//     attempt, a few microseconds against a ~300 us spawn.
+//   - When the step's main process exits, whatever is left of its tree is
+//     killed (the step is over; nothing it started outlives it), the pipe is
+//     drained of what is already written (not waiting for EOF, which a killed
+//     grandchild might delay), the outputs file is read and the working
+//     directory removed; the result is queued and host.Wake() called.
+//   - Timeout and cancel: SIGTERM to the whole tree (process group plus every
+//     process in the cgroup slot, setsid ones included), then SIGKILL to the
+//     tree after a grace: kill_grace (default 5 s) for timeouts, the grace the
+//     engine passes for cancel (negative: kill_grace).
+//   - Without a writable cgroup: process groups only (kill(-pgid)), memory
+//     limits approximated with RLIMIT_AS, cpu limits not enforced, and a child
+//     that calls setsid() escapes timeouts; describe() says so.
+//
+// Thread-safety: Start/Poll/Cancel/Capacity come from one engine thread; the
+// waiter thread owns the attempts once handed over; the queues between them
+// are guarded by mu_.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cgroups.h"
 #include "crucible/backend_sdk.hpp"
+#include "spawn.h"
+
+extern char** environ;
+
+namespace crucible::plugins::localproc {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kDefaultKillGraceMs = 5000;
+constexpr uint64_t kDefaultLogCap = 64ull << 20;
+constexpr const char* kOutputFile = ".crucible-output";
+constexpr const char* kUpstreamFile = "crucible-upstream.json";
+constexpr int kFallbackTickMs = 5;
+
+int64_t NowEpochMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t NowMonoMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// pidfd_open(2) through syscall (glibc 2.36's <sys/pidfd.h> lacks C linkage in C++).
+int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+std::string Errno(const std::string& what, int err) { return what + ": " + std::strerror(err); }
+
+/// Writes all of data to fd; false on error.
+bool WriteAll(int fd, const char* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::write(fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+/// Field 22 (starttime, clock ticks since boot) of /proc/PID/stat; 0 when unreadable.
+unsigned long long ProcStartTime(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return 0;
+  // After ")" come fields 3 (state) onwards; starttime is field 22.
+  int field = 2;
+  for (++p; *p != '\0' && field < 22; ++p) {
+    if (*p == ' ') ++field;
+  }
+  return std::strtoull(p, nullptr, 10);
+}
+
+/// Reads up to cap bytes of a file; nullopt when it does not exist.
+std::optional<std::string> ReadCapped(const std::string& path, uint64_t cap) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  char buf[8192];
+  while (out.size() < cap) {
+    size_t want = std::min<uint64_t>(sizeof buf, cap - out.size());
+    ssize_t n = ::read(fd, buf, want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+/// Why an attempt is being stopped by us.
+enum class StopReason { kNone, kTimeout, kCancel };
+
+/// What the waiter keeps per running attempt.
+struct Attempt {
+  uint64_t key = 0;
+  pid_t pid = -1;
+  int pidfd = -1;
+  int out_fd = -1;  ///< read end of the output pipe, -1 once closed
+  int log_fd = -1;
+  uint64_t log_cap = 0;
+  uint64_t kept = 0;
+  uint64_t dropped = 0;
+  Slot* slot = nullptr;
+  bool oom_tracked = false;
+  uint64_t oom_before = 0;
+  int64_t started_ms = 0;
+  int64_t timeout_at = 0;  ///< monotonic ms; 0: none
+  int64_t kill_at = 0;     ///< monotonic ms of the SIGKILL after a grace; 0: none
+  StopReason stop = StopReason::kNone;
+  std::string work_dir;
+  std::string output_path;
+  bool keep_work = false;
+  uint64_t output_cap = 0;
+  std::string message;  ///< set at start (exec failure)
+};
+
+/// Options as this plugin reads them.
+struct Settings {
+  int64_t kill_grace_ms = kDefaultKillGraceMs;
+  int slots = 0;
+  bool use_cgroups = true;
+};
+
+Settings ReadSettings(const sdk::Options& o) {
+  Settings s;
+  s.kill_grace_ms = o.Int("kill_grace", kDefaultKillGraceMs);
+  if (s.kill_grace_ms < 0) s.kill_grace_ms = 0;
+  unsigned cpus = std::thread::hardware_concurrency();
+  s.slots = static_cast<int>(o.Int("cgroup_slots", 2 * static_cast<int64_t>(cpus == 0 ? 2 : cpus)));
+  if (s.slots < 1) s.slots = 1;
+  s.use_cgroups = o.Bool("use_cgroups", true);
+  return s;
+}
+
+std::string LayoutName(CgroupLayout l) {
+  switch (l) {
+    case CgroupLayout::kV2:
+      return "v2";
+    case CgroupLayout::kHybrid:
+      return "hybrid (v2 unified + v1)";
+    case CgroupLayout::kV1:
+      return "v1";
+    case CgroupLayout::kNone:
+      break;
+  }
+  return "none";
+}
+
+std::string DescribeCaps(const CgroupCaps& c) {
+  if (c.layout == CgroupLayout::kNone) {
+    return "cgroups: none writable (" + c.reason +
+           "); processes are killed by process group; cpu limits not enforced; memory limit approximated "
+           "with RLIMIT_AS; daemonised children (setsid) escape timeouts and cancel";
+  }
+  std::string enforced = "kill";
+  if (c.memory) enforced += ", memory";
+  if (c.cpu) enforced += ", cpu";
+  std::string text = "cgroup " + LayoutName(c.layout) + " at " + c.root + ": " + enforced + " enforced";
+  if (!c.memory) text += "; memory limit approximated with RLIMIT_AS";
+  if (!c.cpu) text += "; cpu limits not enforced";
+  return text;
+}
+
+/// The backend instance: one per run.
+class LocalProcBackend : public sdk::Backend {
+ public:
+  LocalProcBackend(const sdk::Host& host, const sdk::Options& options)
+      : host_(host), settings_(ReadSettings(options)), pool_(settings_.use_cgroups, settings_.slots) {
+    devnull_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    evfd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (devnull_ < 0 || epfd_ < 0 || evfd_ < 0) {
+      CloseFds();
+      throw std::runtime_error(Errno("localproc: cannot set up the waiter", errno));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // nullptr names the eventfd
+    ::epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev);
+    int probe = PidfdOpen(::getpid());
+    if (probe >= 0) {
+      ::close(probe);
+    } else {
+      have_pidfd_ = false;
+    }
+    waiter_ = std::thread([this] { WaiterLoop(); });
+  }
+
+  ~LocalProcBackend() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    WakeWaiter();
+    if (waiter_.joinable()) waiter_.join();
+    CloseFds();
+  }
+
+  std::string Start(const sdk::Launch& launch) override {
+    if (launch.argv.empty() || launch.argv[0].empty()) throw std::runtime_error("localproc: empty argv");
+    if (launch.work_dir.empty() || launch.log_path.empty())
+      throw std::runtime_error("localproc: work_dir and log_path are required");
+    auto a = std::make_unique<Attempt>();
+    a->key = launch.attempt_key;
+    a->work_dir = launch.work_dir;
+    a->keep_work = launch.keep_work;
+    a->output_cap = launch.output_cap_bytes;
+    a->log_cap = launch.log_cap_bytes == 0 ? kDefaultLogCap : launch.log_cap_bytes;
+    PrepareWorkDir(launch, a.get());
+
+    // Environment: the engine's own, then the launch's, then ours.
+    std::vector<std::pair<std::string, std::string>> overrides = launch.env;
+    overrides.emplace_back("CRUCIBLE_OUTPUT", a->output_path);
+    if (launch.upstream_json) overrides.emplace_back("CRUCIBLE_UPSTREAM", a->work_dir + "/" + kUpstreamFile);
+    std::unordered_map<std::string, size_t> index;
+    std::vector<std::string> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      const char* eq = std::strchr(*e, '=');
+      if (eq == nullptr) continue;
+      index[std::string(*e, static_cast<size_t>(eq - *e))] = env.size();
+      env.emplace_back(*e);
+    }
+    for (const auto& [k, v] : overrides) {
+      auto it = index.find(k);
+      if (it != index.end()) {
+        env[it->second] = k + "=" + v;
+      } else {
+        index[k] = env.size();
+        env.push_back(k + "=" + v);
+      }
+    }
+    std::string path_env;
+    if (auto it = index.find("PATH"); it != index.end()) path_env = env[it->second].substr(5);
+    std::vector<char*> envp;
+    envp.reserve(env.size() + 1);
+    for (std::string& s : env) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> args = launch.argv;
+    std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
+    for (std::string& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+
+    a->log_fd = ::open(launch.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (a->log_fd < 0) {
+      int err = errno;
+      RemoveWorkDir(*a);
+      throw std::runtime_error(Errno("localproc: cannot open log " + launch.log_path, err));
+    }
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+      int err = errno;
+      Abandon(a.get());
+      throw sdk::Unavailable(Errno("localproc: pipe", err));
+    }
+    a->out_fd = pipefd[0];
+    ::fcntl(a->out_fd, F_SETFL, O_NONBLOCK);
+
+    SpawnRequest req;
+    req.candidates = ExecutableCandidates(launch.argv[0], path_env);
+    req.argv = argv.data();
+    req.envp = envp.data();
+    req.cwd = a->work_dir.c_str();
+    req.stdin_fd = devnull_;
+    req.output_fd = pipefd[1];
+    if (pool_.caps().kill) {
+      std::string err;
+      a->slot = pool_.Acquire(&err);
+      if (a->slot == nullptr) {
+        ::close(pipefd[1]);
+        Abandon(a.get());
+        throw sdk::Unavailable("localproc: no cgroup slot: " + err);
+      }
+      if (!pool_.ApplyLimits(a->slot, launch.memory_bytes, launch.cpu_millicores, &err)) {
+        ::close(pipefd[1]);
+        Abandon(a.get());
+        throw sdk::Unavailable("localproc: " + err);
+      }
+      req.cgroup_procs_fds.push_back(a->slot->track_procs_fd);
+      if (launch.memory_bytes > 0 && a->slot->memory_procs_fd >= 0)
+        req.cgroup_procs_fds.push_back(a->slot->memory_procs_fd);
+      if (launch.cpu_millicores > 0 && a->slot->cpu_procs_fd >= 0) req.cgroup_procs_fds.push_back(a->slot->cpu_procs_fd);
+      if (launch.memory_bytes > 0 && !a->slot->memory_dir.empty()) {
+        a->oom_tracked = true;
+        a->oom_before = CgroupPool::OomKills(*a->slot);
+      }
+    }
+    if (launch.memory_bytes > 0 && (a->slot == nullptr || a->slot->memory_dir.empty()))
+      req.rlimit_as = launch.memory_bytes;
+
+    a->started_ms = NowEpochMs();
+    SpawnResult sr = spawner_.Spawn(req);
+    ::close(pipefd[1]);
+    if (sr.pid < 0) {
+      Abandon(a.get());
+      throw sdk::Unavailable("localproc: " + sr.error);
+    }
+    a->pid = sr.pid;
+    if (sr.setup_errno != 0) {
+      int status;
+      ::waitpid(sr.pid, &status, 0);
+      std::string msg = std::string("localproc: child failed ") + sr.stage + ": " + std::strerror(sr.setup_errno);
+      Abandon(a.get());
+      throw std::runtime_error(msg);
+    }
+    if (sr.exec_errno != 0) {
+      a->message = "cannot run " + launch.argv[0] + ": " + std::strerror(sr.exec_errno);
+      std::string line = "crucible-engine: " + a->message + "\n";
+      if (WriteAll(a->log_fd, line.data(), std::min<uint64_t>(line.size(), a->log_cap)))
+        a->kept = std::min<uint64_t>(line.size(), a->log_cap);
+    }
+    if (have_pidfd_) a->pidfd = PidfdOpen(a->pid);
+    if (launch.timeout_ms > 0) a->timeout_at = NowMonoMs() + launch.timeout_ms;
+    std::string handle = "pid=" + std::to_string(a->pid) + " start=" + std::to_string(ProcStartTime(a->pid)) +
+                         " pgid=" + std::to_string(a->pid);
+    // Hand over first, then register with epoll from here: an event can only
+    // name an attempt the waiter can already find, and no wake-up is needed
+    // unless the waiter must learn a new deadline.
+    Attempt* raw = a.get();
+    bool has_deadline = a->timeout_at > 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      incoming_.push_back(std::move(a));
+    }
+    bool watch_here = raw->pidfd >= 0;
+    if (watch_here) Watch(raw);  // raw may be finished and freed once this returns
+    if (has_deadline || !watch_here) WakeWaiter();
+    return handle;
+  }
+
+  int Poll(int timeout_ms, sdk::ResultSink& sink) override {
+    std::deque<sdk::Result> ready;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (results_.empty() && timeout_ms > 0)
+        results_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return !results_.empty(); });
+      ready.swap(results_);
+    }
+    for (const sdk::Result& r : ready) sink.Emit(r);
+    return static_cast<int>(ready.size());
+  }
+
+  void Cancel(uint64_t attempt_key, int64_t grace_ms) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancels_.emplace_back(attempt_key, grace_ms < 0 ? settings_.kill_grace_ms : grace_ms);
+    }
+    WakeWaiter();
+  }
+
+ private:
+  /// Creates the working directory with its inputs, upstream file and empty outputs file.
+  void PrepareWorkDir(const sdk::Launch& launch, Attempt* a) {
+    std::error_code ec;
+    fs::create_directories(a->work_dir, ec);
+    if (ec) throw std::runtime_error("localproc: cannot create " + a->work_dir + ": " + ec.message());
+    for (const sdk::InputFile& in : launch.inputs) {
+      fs::path dest(in.dest);
+      bool escapes = dest.is_absolute() || dest.empty();
+      for (const auto& part : dest) escapes = escapes || part == "..";
+      if (escapes) {
+        RemoveWorkDir(*a);
+        throw std::runtime_error("localproc: input destination must be relative inside the working directory: " +
+                                 in.dest);
+      }
+      fs::path target = fs::path(a->work_dir) / dest;
+      fs::create_directories(target.parent_path(), ec);
+      if (!ec) fs::copy_file(in.source, target, fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        RemoveWorkDir(*a);
+        throw std::runtime_error("localproc: cannot copy input " + in.source + " to " + in.dest + ": " +
+                                 ec.message());
+      }
+    }
+    if (launch.upstream_json) {
+      std::string path = a->work_dir + "/" + kUpstreamFile;
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      bool ok = fd >= 0 && WriteAll(fd, launch.upstream_json->data(), launch.upstream_json->size());
+      int err = errno;
+      if (fd >= 0) ::close(fd);
+      if (!ok) {
+        RemoveWorkDir(*a);
+        throw std::runtime_error(Errno("localproc: cannot write " + path, err));
+      }
+    }
+    a->output_path = a->work_dir + "/" + kOutputFile;
+    int fd = ::open(a->output_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      int err = errno;
+      RemoveWorkDir(*a);
+      throw std::runtime_error(Errno("localproc: cannot create " + a->output_path, err));
+    }
+    ::close(fd);
+  }
+
+  void RemoveWorkDir(const Attempt& a) {
+    if (a.keep_work) return;
+    std::error_code ec;
+    fs::remove_all(a.work_dir, ec);
+  }
+
+  /// Undoes a Start that failed before the attempt was handed to the waiter.
+  void Abandon(Attempt* a) {
+    if (a->out_fd >= 0) ::close(a->out_fd);
+    if (a->log_fd >= 0) ::close(a->log_fd);
+    a->out_fd = a->log_fd = -1;
+    if (a->slot != nullptr) pool_.Release(a->slot);
+    a->slot = nullptr;
+    RemoveWorkDir(*a);
+  }
+
+  void WakeWaiter() {
+    uint64_t one = 1;
+    ssize_t n = ::write(evfd_, &one, sizeof one);
+    (void)n;
+  }
+
+  void CloseFds() {
+    for (int* fd : {&devnull_, &epfd_, &evfd_}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
+    }
+  }
+
+  // ---- waiter thread -------------------------------------------------------
+
+  /// Tags an epoll registration: which attempt, and whether it is the pidfd or the pipe.
+  static void* Tag(Attempt* a, bool pipe) {
+    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(a) | (pipe ? 1u : 0u));
+  }
+
+  /// Adds the attempt's pipe, then its pidfd, to the epoll set (thread-safe).
+  /// The pidfd goes last: once it is in, the waiter may finish the attempt.
+  void Watch(Attempt* raw) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = Tag(raw, true);
+    ::epoll_ctl(epfd_, EPOLL_CTL_ADD, raw->out_fd, &ev);
+    if (raw->pidfd >= 0) {
+      ev.events = EPOLLIN;
+      ev.data.ptr = Tag(raw, false);
+      ::epoll_ctl(epfd_, EPOLL_CTL_ADD, raw->pidfd, &ev);
+    }
+  }
+
+  /// Moves attempts handed over by Start() into the waiter's map (waiter thread).
+  void TakeIncoming(std::deque<std::unique_ptr<Attempt>>& incoming) {
+    for (auto& a : incoming) {
+      Attempt* raw = a.get();
+      attempts_[raw->key] = std::move(a);
+      if (raw->pidfd < 0) Watch(raw);  // no pidfd: Start() left the pipe to us
+    }
+    incoming.clear();
+  }
+
+  /// Sends sig to the attempt's whole tree (process group and cgroup slot).
+  void SignalTree(Attempt* a, int sig) {
+    if (a->slot != nullptr) {
+      if (sig == SIGKILL) {
+        CgroupPool::KillAll(*a->slot);
+      } else {
+        CgroupPool::SignalAll(*a->slot, sig);
+      }
+    }
+    ::kill(-a->pid, sig);
+  }
+
+  void BeginStop(Attempt* a, StopReason why, int64_t grace_ms) {
+    if (a->stop != StopReason::kNone) return;
+    a->stop = why;
+    if (grace_ms <= 0) {
+      SignalTree(a, SIGKILL);
+      return;
+    }
+    SignalTree(a, SIGTERM);
+    a->kill_at = NowMonoMs() + grace_ms;
+  }
+
+  /// Copies what the pipe holds now into the log (up to the cap); closes it at EOF.
+  void DrainPipe(Attempt* a) {
+    static thread_local char buf[65536];
+    while (a->out_fd >= 0) {
+      ssize_t n = ::read(a->out_fd, buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return;
+        n = 0;
+      }
+      if (n == 0) {
+        ::epoll_ctl(epfd_, EPOLL_CTL_DEL, a->out_fd, nullptr);
+        ::close(a->out_fd);
+        a->out_fd = -1;
+        return;
+      }
+      uint64_t room = a->log_cap > a->kept ? a->log_cap - a->kept : 0;
+      uint64_t take = std::min<uint64_t>(room, static_cast<uint64_t>(n));
+      if (take > 0 && WriteAll(a->log_fd, buf, take)) a->kept += take;
+      a->dropped += static_cast<uint64_t>(n) - take;
+    }
+  }
+
+  /// The main process has exited (not yet reaped): end the attempt.
+  void Finish(Attempt* a) {
+    // Kill what is left of the tree while the zombie still holds the pgid.
+    SignalTree(a, SIGKILL);
+    int status = 0;
+    while (::waitpid(a->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    sdk::Result r;
+    r.attempt_key = a->key;
+    r.started_at_ms = a->started_ms;
+    r.ended_at_ms = NowEpochMs();
+    DrainPipe(a);
+    if (a->out_fd >= 0) {
+      ::epoll_ctl(epfd_, EPOLL_CTL_DEL, a->out_fd, nullptr);
+      ::close(a->out_fd);
+      a->out_fd = -1;
+    }
+    if (a->pidfd >= 0) {
+      ::epoll_ctl(epfd_, EPOLL_CTL_DEL, a->pidfd, nullptr);
+      ::close(a->pidfd);
+      a->pidfd = -1;
+    }
+    ::close(a->log_fd);
+    a->log_fd = -1;
+    bool oom = false;
+    if (a->slot != nullptr) {
+      if (a->oom_tracked) oom = CgroupPool::OomKills(*a->slot) > a->oom_before;
+      pool_.Release(a->slot);
+      a->slot = nullptr;
+    }
+    r.log_bytes_kept = a->kept;
+    r.log_bytes_dropped = a->dropped;
+    if (WIFEXITED(status)) {
+      r.exit_code = WEXITSTATUS(status);
+      r.signal = 0;
+    } else {
+      r.exit_code = -1;
+      r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    }
+    r.message = a->message;
+    if (a->stop == StopReason::kCancel) {
+      r.outcome = CRUCIBLE_OUTCOME_CANCELLED;
+      r.reason = CRUCIBLE_REASON_CANCELLED;
+    } else if (a->stop == StopReason::kTimeout) {
+      r.outcome = CRUCIBLE_OUTCOME_FAILED;
+      r.reason = CRUCIBLE_REASON_TIMEOUT;
+      if (r.message.empty()) r.message = "timed out";
+    } else if (oom) {
+      r.outcome = CRUCIBLE_OUTCOME_FAILED;
+      r.reason = CRUCIBLE_REASON_OOM_KILLED;
+      if (r.message.empty()) r.message = "killed for exceeding its memory limit";
+    } else if (WIFEXITED(status) && r.exit_code == 0) {
+      r.outcome = CRUCIBLE_OUTCOME_SUCCEEDED;
+      r.reason = CRUCIBLE_REASON_NONE;
+    } else if (WIFEXITED(status)) {
+      r.outcome = CRUCIBLE_OUTCOME_FAILED;
+      r.reason = CRUCIBLE_REASON_EXITED;
+    } else {
+      r.outcome = CRUCIBLE_OUTCOME_FAILED;
+      r.reason = CRUCIBLE_REASON_SIGNALED;
+      if (r.message.empty()) r.message = std::string("killed by signal ") + strsignal(r.signal);
+    }
+    r.outputs_text = ReadCapped(a->output_path, a->output_cap + 1);
+    RemoveWorkDir(*a);
+    uint64_t key = a->key;
+    attempts_.erase(key);  // frees a
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      results_.push_back(std::move(r));
+    }
+    results_cv_.notify_all();
+    host_.Wake();
+  }
+
+  /// True when the attempt's main process has exited (without reaping it).
+  static bool HasExited(const Attempt& a) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(a.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
+    return info.si_pid == a.pid;
+  }
+
+  void WaiterLoop() {
+    std::vector<epoll_event> events(256);
+    for (;;) {
+      // Take in new attempts, cancel requests and the stop request.
+      std::deque<std::unique_ptr<Attempt>> incoming;
+      std::vector<std::pair<uint64_t, int64_t>> cancels;
+      bool stopping;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        incoming.swap(incoming_);
+        cancels.swap(cancels_);
+        stopping = stopping_;
+      }
+      TakeIncoming(incoming);
+      for (const auto& [key, grace] : cancels) {
+        auto it = attempts_.find(key);
+        if (it != attempts_.end()) BeginStop(it->second.get(), StopReason::kCancel, grace);
+      }
+      if (stopping) {
+        ShutDown();
+        return;
+      }
+      // Deadlines.
+      int64_t now = NowMonoMs();
+      int64_t next = -1;
+      bool need_tick = false;
+      for (auto& [key, a] : attempts_) {
+        if (a->timeout_at > 0 && a->stop == StopReason::kNone && now >= a->timeout_at)
+          BeginStop(a.get(), StopReason::kTimeout, settings_.kill_grace_ms);
+        if (a->kill_at > 0 && now >= a->kill_at) {
+          SignalTree(a.get(), SIGKILL);
+          a->kill_at = 0;
+        }
+        for (int64_t t : {a->stop == StopReason::kNone ? a->timeout_at : 0, a->kill_at}) {
+          if (t > 0 && (next < 0 || t < next)) next = t;
+        }
+        if (a->pidfd < 0) need_tick = true;
+      }
+      // Children without a pidfd: check them directly.
+      if (need_tick) {
+        std::vector<Attempt*> done;
+        for (auto& [key, a] : attempts_) {
+          if (a->pidfd < 0 && HasExited(*a)) done.push_back(a.get());
+        }
+        for (Attempt* a : done) Finish(a);
+      }
+      int wait_ms = next < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, next - now));
+      if (need_tick && (wait_ms < 0 || wait_ms > kFallbackTickMs)) wait_ms = kFallbackTickMs;
+      int n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), wait_ms);
+      if (n < 0) continue;  // EINTR
+      // Attempts registered by Start() since the top of the loop.
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        TakeIncoming(incoming_);
+      }
+      // Pipes first, so an exit seen in the same batch finds its output already read.
+      std::vector<Attempt*> exited;
+      for (int i = 0; i < n; ++i) {
+        void* p = events[i].data.ptr;
+        if (p == nullptr) {
+          uint64_t v;
+          ssize_t r = ::read(evfd_, &v, sizeof v);
+          (void)r;
+          continue;
+        }
+        auto tag = reinterpret_cast<uintptr_t>(p);
+        Attempt* a = reinterpret_cast<Attempt*>(tag & ~uintptr_t{1});
+        if (tag & 1u) {
+          DrainPipe(a);
+        } else {
+          exited.push_back(a);
+        }
+      }
+      for (Attempt* a : exited) Finish(a);
+    }
+  }
+
+  /// At destroy: kill every tree still running, reap, clean up.
+  void ShutDown() {
+    for (auto& [key, a] : attempts_) {
+      if (a->stop == StopReason::kNone) a->stop = StopReason::kCancel;
+      SignalTree(a.get(), SIGKILL);
+    }
+    while (!attempts_.empty()) Finish(attempts_.begin()->second.get());
+  }
+
+  sdk::Host host_;
+  Settings settings_;
+  CgroupPool pool_;
+  Spawner spawner_;
+  int devnull_ = -1;
+  int epfd_ = -1;
+  int evfd_ = -1;
+  bool have_pidfd_ = true;
+  std::thread waiter_;
+
+  std::mutex mu_;
+  std::condition_variable results_cv_;
+  std::deque<std::unique_ptr<Attempt>> incoming_;      ///< guarded by mu_
+  std::vector<std::pair<uint64_t, int64_t>> cancels_;  ///< guarded by mu_
+  std::deque<sdk::Result> results_;                    ///< guarded by mu_
+  bool stopping_ = false;                              ///< guarded by mu_
+
+  std::unordered_map<uint64_t, std::unique_ptr<Attempt>> attempts_;  ///< waiter thread only
+};
+
+void Describe(std::string& out) { out = DescribeCaps(ProbeCgroups()); }
+
+void CheckStep(const sdk::StepCheck& step, sdk::DiagSink& sink) {
+  if (step.cpu_millicores <= 0) return;
+  bool cgroups = step.backend_options.Bool("use_cgroups", true);
+  if (!cgroups || !ProbeCgroups().cpu) {
+    sink.Warning("resources.cpu", "localproc cannot enforce cpu limits on this machine (" +
+                                      std::string(cgroups ? "no writable cpu cgroup" : "use_cgroups = false") +
+                                      "); the step runs unlimited");
+  }
+}
+
+const crucible_option_decl kOptions[] = {
+    sdk::Option("kill_grace", CRUCIBLE_OPTION_DURATION, CRUCIBLE_SCOPE_BACKEND,
+                "time between SIGTERM and SIGKILL when a step times out or is cancelled (default 5s)"),
+    sdk::Option("cgroup_slots", CRUCIBLE_OPTION_INT, CRUCIBLE_SCOPE_BACKEND,
+                "cgroups kept for reuse (default 2 x CPUs); more are made while all are busy"),
+    sdk::Option("use_cgroups", CRUCIBLE_OPTION_BOOL, CRUCIBLE_SCOPE_BACKEND,
+                "put steps in cgroups where writable (default true); false: process groups and rlimits only"),
+};
+
+}  // namespace
+}  // namespace crucible::plugins::localproc
+
+CRUCIBLE_DEFINE_BACKEND(crucible::plugins::localproc::LocalProcBackend, "localproc", "0.1.0",
+                        "steps as processes on this machine", crucible::plugins::localproc::kOptions,
+                        CRUCIBLE_DESCRIBE(crucible::plugins::localproc::Describe),
+                        CRUCIBLE_CHECK_STEP(crucible::plugins::localproc::CheckStep))

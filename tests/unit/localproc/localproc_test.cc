@@ -1,0 +1,603 @@
+// Tests of the localproc backend plugin, driven the way the engine drives it:
+// dlopen of the built .so, its C table, real processes and files.
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "crucible/backend_abi.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// The plugin's table, loaded once for the whole test binary.
+const crucible_backend_api* Api() {
+  static const crucible_backend_api* api = [] () -> const crucible_backend_api* {
+    void* lib = ::dlopen(CRUCIBLE_BUILD_PLUGIN_DIR "/libcrucible-backend-localproc.so", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) return nullptr;
+    auto entry = reinterpret_cast<crucible_backend_entry_fn>(::dlsym(lib, CRUCIBLE_BACKEND_ENTRY_SYMBOL));
+    return entry == nullptr ? nullptr : entry();
+  }();
+  return api;
+}
+
+/// A finished attempt, copied out of the sink call.
+struct Outcome {
+  crucible_outcome outcome = CRUCIBLE_OUTCOME_UNSET;
+  crucible_reason reason = CRUCIBLE_REASON_UNSET;
+  int exit_code = 0;
+  int signal = 0;
+  int64_t started = 0;
+  int64_t ended = 0;
+  uint64_t kept = 0;
+  uint64_t dropped = 0;
+  std::optional<std::string> outputs;
+  std::string message;
+};
+
+/// One attempt to start.
+struct Step {
+  std::vector<std::string> argv;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::pair<std::string, std::string>> inputs;  ///< source, dest
+  std::optional<std::string> upstream;
+  int64_t timeout_ms = 0;
+  int64_t memory_bytes = 0;
+  int64_t cpu_millicores = 0;
+  bool keep_work = false;
+  uint64_t log_cap = 64ull << 20;
+  uint64_t output_cap = 4096;
+};
+
+/// Named option values for create() and check_step().
+class OptionList {
+ public:
+  OptionList& Int(const char* name, crucible_option_type type, int64_t v) {
+    crucible_option_value o{};
+    o.struct_size = sizeof o;
+    o.name = name;
+    o.type = type;
+    o.int_value = v;
+    values_.push_back(o);
+    return *this;
+  }
+  const crucible_option_value* data() const { return values_.empty() ? nullptr : values_.data(); }
+  size_t size() const { return values_.size(); }
+
+ private:
+  std::vector<crucible_option_value> values_;
+};
+
+/// One backend instance plus a temp directory, with a host whose wake counts calls.
+class Instance {
+ public:
+  explicit Instance(const OptionList& options = OptionList()) {
+    char tmpl[] = "/tmp/localproc-test-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    host_.struct_size = sizeof host_;
+    host_.ctx = this;
+    host_.wake = [](void* ctx) { static_cast<Instance*>(ctx)->wakes_++; };
+    host_.log = nullptr;
+    host_.state_dir = dir_.c_str();
+    host_.run_id = "r1";
+    char err[CRUCIBLE_MESSAGE_CAP] = "";
+    backend_ = Api()->create(&host_, options.data(), options.size(), err, sizeof err);
+    create_error_ = err;
+  }
+  ~Instance() {
+    if (backend_ != nullptr) Api()->destroy(backend_);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  void* backend() const { return backend_; }
+  const std::string& create_error() const { return create_error_; }
+  const std::string& dir() const { return dir_; }
+  int wakes() const { return wakes_.load(); }
+  std::string WorkDir(uint64_t key) const { return dir_ + "/work-" + std::to_string(key); }
+  std::string LogPath(uint64_t key) const { return dir_ + "/log-" + std::to_string(key); }
+
+  /// Starts a step under key; returns the status and fills handle/err.
+  crucible_status Start(uint64_t key, const Step& s, std::string* handle = nullptr, std::string* error = nullptr) {
+    std::vector<const char*> argv;
+    for (const auto& a : s.argv) argv.push_back(a.c_str());
+    std::vector<crucible_kv> env;
+    for (const auto& [k, v] : s.env) env.push_back({k.c_str(), v.c_str()});
+    std::vector<crucible_input_file> inputs;
+    for (const auto& [src, dst] : s.inputs) inputs.push_back({src.c_str(), dst.c_str()});
+    std::string work = WorkDir(key), log = LogPath(key);
+    std::string step_id = "step" + std::to_string(key);
+    crucible_attempt_launch l{};
+    l.struct_size = sizeof l;
+    l.attempt_key = key;
+    l.run_id = "r1";
+    l.step_id = step_id.c_str();
+    l.attempt = 1;
+    l.argv = argv.data();
+    l.argc = argv.size();
+    l.env = env.data();
+    l.env_len = env.size();
+    l.inputs = inputs.data();
+    l.inputs_len = inputs.size();
+    l.upstream_json = s.upstream ? s.upstream->c_str() : nullptr;
+    l.work_dir = work.c_str();
+    l.log_path = log.c_str();
+    l.log_cap_bytes = s.log_cap;
+    l.output_cap_bytes = s.output_cap;
+    l.timeout_ms = s.timeout_ms;
+    l.cpu_millicores = s.cpu_millicores;
+    l.memory_bytes = s.memory_bytes;
+    l.keep_work = s.keep_work ? 1 : 0;
+    l.image = "";
+    char h[CRUCIBLE_HANDLE_CAP] = "";
+    char err[CRUCIBLE_MESSAGE_CAP] = "";
+    crucible_status st = Api()->start(backend_, &l, h, sizeof h, err, sizeof err);
+    if (handle) *handle = h;
+    if (error) *error = err;
+    return st;
+  }
+
+  /// Polls until the attempt's result arrives (or a generous deadline passes).
+  std::optional<Outcome> Wait(uint64_t key, int timeout_ms = 20000) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (results_.count(key) == 0 && std::chrono::steady_clock::now() < deadline) PollOnce(100);
+    auto it = results_.find(key);
+    if (it == results_.end()) return std::nullopt;
+    Outcome o = it->second;
+    results_.erase(it);
+    return o;
+  }
+
+  /// One poll; returns how many results arrived.
+  int PollOnce(int timeout_ms) {
+    crucible_result_sink sink{this, [](void* ctx, const crucible_attempt_result* r) {
+                                Outcome o;
+                                o.outcome = r->outcome;
+                                o.reason = r->reason;
+                                o.exit_code = r->exit_code;
+                                o.signal = r->signal;
+                                o.started = r->started_at_ms;
+                                o.ended = r->ended_at_ms;
+                                o.kept = r->log_bytes_kept;
+                                o.dropped = r->log_bytes_dropped;
+                                if (r->outputs_text) o.outputs = std::string(r->outputs_text, r->outputs_len);
+                                if (r->message) o.message = r->message;
+                                static_cast<Instance*>(ctx)->results_[r->attempt_key] = o;
+                              }};
+    return Api()->poll(backend_, timeout_ms, &sink);
+  }
+
+  size_t result_count() const { return results_.size(); }
+
+ private:
+  std::string dir_;
+  crucible_host host_{};
+  void* backend_ = nullptr;
+  std::string create_error_;
+  std::atomic<int> wakes_{0};
+  std::map<uint64_t, Outcome> results_;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// True when pid is gone or a zombie nobody reaps (pid 1 here may not reap).
+bool ProcessGone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t p = stat.rfind(')');
+  return p != std::string::npos && p + 2 < stat.size() && (stat[p + 2] == 'Z' || stat[p + 2] == 'X');
+}
+
+/// Waits (polling, bounded) until pid is gone.
+bool WaitGone(pid_t pid, int timeout_ms = 5000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ProcessGone(pid)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return ProcessGone(pid);
+}
+
+/// Waits (polling, bounded) until a file holds a number; returns it or -1.
+pid_t WaitPidFile(const std::string& path, int timeout_ms = 5000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::string text = ReadFile(path);
+    if (!text.empty() && text.back() == '\n') return static_cast<pid_t>(std::atoi(text.c_str()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return -1;
+}
+
+int ThreadCount() {
+  std::istringstream in(ReadFile("/proc/self/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
+  }
+  return -1;
+}
+
+std::string Describe() {
+  char buf[1024] = "";
+  Api()->describe(buf, sizeof buf);
+  return buf;
+}
+
+bool CgroupMemoryEnforced() {
+  std::string d = Describe();
+  return d.rfind("cgroup ", 0) == 0 && d.find("memory") != std::string::npos &&
+         d.find("approximated") == std::string::npos;
+}
+
+TEST(LocalProcTest, TableDeclaresItsOptionsAndAbi) {
+  ASSERT_NE(Api(), nullptr) << dlerror();
+  EXPECT_EQ(Api()->abi_major, static_cast<uint32_t>(CRUCIBLE_ABI_MAJOR));
+  EXPECT_STREQ(Api()->name, "localproc");
+  std::vector<std::string> names;
+  for (size_t i = 0; i < Api()->options_len; ++i) names.push_back(Api()->options[i].name);
+  EXPECT_EQ(names, (std::vector<std::string>{"kill_grace", "cgroup_slots", "use_cgroups"}));
+  EXPECT_EQ(Api()->capacity != nullptr, true);
+}
+
+TEST(LocalProcTest, ExitZeroSucceedsAndNonZeroFails) {
+  Instance in;
+  ASSERT_NE(in.backend(), nullptr) << in.create_error();
+  EXPECT_LT(Api()->capacity(in.backend()), 0);
+  std::string handle;
+  ASSERT_EQ(in.Start(1, {{"true"}}, &handle), CRUCIBLE_STATUS_OK);
+  EXPECT_TRUE(std::regex_match(handle, std::regex("pid=([0-9]+) start=[1-9][0-9]* pgid=\\1"))) << handle;
+  ASSERT_EQ(in.Start(2, {{"/bin/sh", "-c", "exit 3"}}), CRUCIBLE_STATUS_OK);
+  auto ok = in.Wait(1);
+  auto bad = in.Wait(2);
+  ASSERT_TRUE(ok && bad);
+  EXPECT_EQ(ok->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(ok->reason, CRUCIBLE_REASON_NONE);
+  EXPECT_EQ(ok->exit_code, 0);
+  EXPECT_GT(ok->started, 0);
+  EXPECT_GE(ok->ended, ok->started);
+  EXPECT_EQ(bad->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_EQ(bad->reason, CRUCIBLE_REASON_EXITED);
+  EXPECT_EQ(bad->exit_code, 3);
+  EXPECT_GT(in.wakes(), 0);
+}
+
+TEST(LocalProcTest, KilledBySignalIsReportedAsSignaled) {
+  Instance in;
+  ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "kill -9 $$"}}), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_EQ(r->reason, CRUCIBLE_REASON_SIGNALED);
+  EXPECT_EQ(r->signal, SIGKILL);
+  EXPECT_EQ(r->exit_code, -1);
+}
+
+TEST(LocalProcTest, OutputFileIsReadBackUpToCapPlusOne) {
+  Instance in;
+  Step s{{"/bin/sh", "-c", "printf 'a=1\\nb=two\\n' > \"$CRUCIBLE_OUTPUT\""}};
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  Step big{{"/bin/sh", "-c", "head -c 100 /dev/zero | tr '\\0' x > \"$CRUCIBLE_OUTPUT\""}};
+  big.output_cap = 10;
+  ASSERT_EQ(in.Start(2, big), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  auto r2 = in.Wait(2);
+  ASSERT_TRUE(r && r2);
+  EXPECT_EQ(r->outputs, std::optional<std::string>("a=1\nb=two\n"));
+  EXPECT_EQ(r2->outputs, std::optional<std::string>(std::string(11, 'x')));
+}
+
+TEST(LocalProcTest, EnvironmentHasEngineEnvLaunchEnvAndCrucibleFiles) {
+  ::setenv("LOCALPROC_TEST_PASSTHROUGH", "from-engine", 1);
+  ::setenv("LOCALPROC_TEST_OVERRIDDEN", "engine-value", 1);
+  Instance in;
+  Step s{{"/bin/sh", "-c",
+          "printf '%s|%s|%s|%s|%s|' \"$LOCALPROC_TEST_PASSTHROUGH\" \"$LOCALPROC_TEST_OVERRIDDEN\" \"$FOO\" "
+          "\"$CRUCIBLE_OUTPUT\" \"$CRUCIBLE_UPSTREAM\" > out.txt; cat \"$CRUCIBLE_UPSTREAM\" >> out.txt; "
+          "cat out.txt > \"$CRUCIBLE_OUTPUT\""}};
+  s.env = {{"FOO", "bar baz"}, {"LOCALPROC_TEST_OVERRIDDEN", "step-value"}};
+  s.upstream = R"({"prep":{"state":"succeeded"}})";
+  ASSERT_EQ(in.Start(7, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(7);
+  ::unsetenv("LOCALPROC_TEST_PASSTHROUGH");
+  ::unsetenv("LOCALPROC_TEST_OVERRIDDEN");
+  ASSERT_TRUE(r && r->outputs);
+  std::string work = in.WorkDir(7);
+  EXPECT_EQ(*r->outputs, "from-engine|step-value|bar baz|" + work + "/.crucible-output|" + work +
+                             "/crucible-upstream.json|" + *s.upstream);
+}
+
+TEST(LocalProcTest, InputsAreCopiedToRelativePathsKeepingMode) {
+  Instance in;
+  std::string src = in.dir() + "/tool.sh";
+  {
+    std::ofstream f(src);
+    f << "#!/bin/sh\necho ran=yes > \"$CRUCIBLE_OUTPUT\"\n";
+  }
+  ::chmod(src.c_str(), 0755);
+  std::string data = in.dir() + "/data.txt";
+  std::ofstream(data) << "payload";
+  Step s{{"/bin/sh", "-c", "./bin/deep/tool.sh && cat in/data.txt >> \"$CRUCIBLE_OUTPUT\""}};
+  s.inputs = {{src, "bin/deep/tool.sh"}, {data, "in/data.txt"}};
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED) << ReadFile(in.LogPath(1));
+  EXPECT_EQ(r->outputs, std::optional<std::string>("ran=yes\npayload"));
+}
+
+TEST(LocalProcTest, InputEscapingTheWorkDirIsRefused) {
+  Instance in;
+  std::string data = in.dir() + "/data.txt";
+  std::ofstream(data) << "payload";
+  Step s{{"true"}};
+  s.inputs = {{data, "../escape.txt"}};
+  std::string err;
+  EXPECT_EQ(in.Start(1, s, nullptr, &err), CRUCIBLE_STATUS_ERROR);
+  EXPECT_NE(err.find("relative"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(in.WorkDir(1)));
+}
+
+TEST(LocalProcTest, WorkDirIsRemovedAfterTheAttemptUnlessKeepWork) {
+  Instance in;
+  ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "echo hi > file"}}), CRUCIBLE_STATUS_OK);
+  Step keep{{"/bin/sh", "-c", "echo hi > file"}};
+  keep.keep_work = true;
+  ASSERT_EQ(in.Start(2, keep), CRUCIBLE_STATUS_OK);
+  ASSERT_TRUE(in.Wait(1) && in.Wait(2));
+  EXPECT_FALSE(fs::exists(in.WorkDir(1)));
+  EXPECT_EQ(ReadFile(in.WorkDir(2) + "/file"), "hi\n");
+}
+
+TEST(LocalProcTest, HostileArgvArrivesIntact) {
+  Instance in;
+  std::string hostile = "a b  'single' \"double\" $(touch /tmp/localproc-pwned) `id` ; | & * ?\nline2\t\\ ünïcødé €";
+  Step s{{"/bin/sh", "-c", "printf %s \"$1\" > \"$CRUCIBLE_OUTPUT\"", "sh", hostile}};
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outputs, std::optional<std::string>(hostile));
+  EXPECT_FALSE(fs::exists("/tmp/localproc-pwned"));
+}
+
+TEST(LocalProcTest, MissingExecutableFailsWith127AndSaysWhy) {
+  Instance in;
+  ASSERT_EQ(in.Start(1, {{"/nonexistent/program"}}), CRUCIBLE_STATUS_OK);
+  ASSERT_EQ(in.Start(2, {{"no-such-program-localproc"}}), CRUCIBLE_STATUS_OK);
+  for (uint64_t key : {1, 2}) {
+    auto r = in.Wait(key);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_FAILED);
+    EXPECT_EQ(r->reason, CRUCIBLE_REASON_EXITED);
+    EXPECT_EQ(r->exit_code, 127);
+    EXPECT_NE(r->message.find("No such file"), std::string::npos) << r->message;
+    EXPECT_NE(ReadFile(in.LogPath(key)).find("No such file"), std::string::npos);
+  }
+}
+
+TEST(LocalProcTest, StdoutAndStderrAreBothCaptured) {
+  Instance in;
+  ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "echo to-out; echo to-err >&2"}}), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(ReadFile(in.LogPath(1)), "to-out\nto-err\n");
+  EXPECT_EQ(r->kept, 14u);
+  EXPECT_EQ(r->dropped, 0u);
+}
+
+TEST(LocalProcTest, LogCapKeepsTheHeadAndCountsTheRest) {
+  Instance in;
+  Step s{{"/bin/sh", "-c", "head -c 3145728 /dev/zero"}};
+  s.log_cap = 1048576;
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(r->kept, 1048576u);
+  EXPECT_EQ(r->dropped, 2097152u);
+  EXPECT_EQ(fs::file_size(in.LogPath(1)), 1048576u);
+}
+
+/// A step whose shell starts a `setsid sleep` grandchild (pid written to $1) and waits.
+Step TreeWithDaemon(const std::string& pid_file) {
+  return Step{{"/bin/sh", "-c", "setsid sleep 100 & echo $! > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; sleep 100", "sh",
+               pid_file}};
+}
+
+TEST(LocalProcTest, TimeoutKillsTheWholeTreeIncludingSetsidGrandchild) {
+  if (Describe().rfind("cgroup ", 0) != 0) GTEST_SKIP() << "no writable cgroup: " << Describe();
+  Instance in(OptionList().Int("kill_grace", CRUCIBLE_OPTION_DURATION, 1000));
+  std::string pid_file = in.dir() + "/grandchild.pid";
+  Step s = TreeWithDaemon(pid_file);
+  s.timeout_ms = 300;
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  pid_t grandchild = WaitPidFile(pid_file);
+  ASSERT_GT(grandchild, 0);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_EQ(r->reason, CRUCIBLE_REASON_TIMEOUT);
+  EXPECT_TRUE(WaitGone(grandchild)) << "setsid grandchild " << grandchild << " survived";
+  EXPECT_LT(r->ended - r->started, 5000);
+}
+
+TEST(LocalProcTest, CancelReportsCancelledAndKillsTheTree) {
+  if (Describe().rfind("cgroup ", 0) != 0) GTEST_SKIP() << "no writable cgroup: " << Describe();
+  Instance in;
+  std::string pid_file = in.dir() + "/grandchild.pid";
+  ASSERT_EQ(in.Start(1, TreeWithDaemon(pid_file)), CRUCIBLE_STATUS_OK);
+  pid_t grandchild = WaitPidFile(pid_file);
+  ASSERT_GT(grandchild, 0);
+  ASSERT_EQ(Api()->cancel(in.backend(), 1, 1000), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_CANCELLED);
+  EXPECT_EQ(r->reason, CRUCIBLE_REASON_CANCELLED);
+  EXPECT_TRUE(WaitGone(grandchild));
+}
+
+TEST(LocalProcTest, CancelEscalatesToSigkillAfterTheGrace) {
+  Instance in;
+  std::string pid_file = in.dir() + "/ready";
+  Step s{{"/bin/sh", "-c", "trap '' TERM; echo $$ > \"$1\"; while :; do sleep 0.05; done", "sh", pid_file}};
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  ASSERT_GT(WaitPidFile(pid_file), 0);
+  ASSERT_EQ(Api()->cancel(in.backend(), 1, 200), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1, 5000);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_CANCELLED);
+  EXPECT_EQ(r->signal, SIGKILL);
+}
+
+TEST(LocalProcTest, WithoutCgroupsTimeoutKillsTheProcessGroup) {
+  Instance in(OptionList()
+                  .Int("use_cgroups", CRUCIBLE_OPTION_BOOL, 0)
+                  .Int("kill_grace", CRUCIBLE_OPTION_DURATION, 1000));
+  ASSERT_NE(in.backend(), nullptr) << in.create_error();
+  std::string pid_file = in.dir() + "/child.pid";
+  Step s{{"/bin/sh", "-c", "sleep 100 & echo $! > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; sleep 100", "sh", pid_file}};
+  s.timeout_ms = 300;
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  pid_t child = WaitPidFile(pid_file);
+  ASSERT_GT(child, 0);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->reason, CRUCIBLE_REASON_TIMEOUT);
+  EXPECT_TRUE(WaitGone(child));
+}
+
+TEST(LocalProcTest, MemoryOverTheLimitIsOomKilled) {
+  if (!CgroupMemoryEnforced()) GTEST_SKIP() << "memory cgroup not writable here: " << Describe();
+  Instance in;
+  Step s{{"python3", "-c", "b = bytearray(300 * 1024 * 1024)"}};
+  s.memory_bytes = 64 << 20;
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  ASSERT_EQ(in.Start(2, {{"python3", "-c", "b = bytearray(100 * 1024 * 1024)"}}), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  auto unlimited = in.Wait(2);
+  ASSERT_TRUE(r && unlimited);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_EQ(r->reason, CRUCIBLE_REASON_OOM_KILLED) << r->message << " signal=" << r->signal;
+  EXPECT_EQ(unlimited->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+}
+
+TEST(LocalProcTest, WithoutCgroupsMemoryLimitIsAnRlimit) {
+  Instance in(OptionList().Int("use_cgroups", CRUCIBLE_OPTION_BOOL, 0));
+  Step s{{"python3", "-c", "b = bytearray(300 * 1024 * 1024)"}};
+  s.memory_bytes = 64 << 20;
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_NE(ReadFile(in.LogPath(1)).find("MemoryError"), std::string::npos) << ReadFile(in.LogPath(1));
+}
+
+TEST(LocalProcTest, ThousandConcurrentStepsUseOneWaiterThread) {
+  Instance in;
+  const int kSteps = 1000;
+  int threads_before = ThreadCount();
+  int max_threads = 0;
+  for (int i = 1; i <= kSteps; ++i) {
+    ASSERT_EQ(in.Start(static_cast<uint64_t>(i), {{"true"}}), CRUCIBLE_STATUS_OK) << i;
+    if (i % 100 == 0) max_threads = std::max(max_threads, ThreadCount());
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (in.result_count() < static_cast<size_t>(kSteps) && std::chrono::steady_clock::now() < deadline) {
+    in.PollOnce(100);
+    max_threads = std::max(max_threads, ThreadCount());
+  }
+  ASSERT_EQ(in.result_count(), static_cast<size_t>(kSteps));
+  for (int i = 1; i <= kSteps; ++i) {
+    auto r = in.Wait(static_cast<uint64_t>(i), 0);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  }
+  EXPECT_LT(max_threads, 10);
+  EXPECT_LE(max_threads, threads_before + 1);
+}
+
+TEST(LocalProcTest, NoOpThroughputWithTwoInFlight) {
+  for (bool cgroups : {true, false}) {
+    Instance in(OptionList().Int("use_cgroups", CRUCIBLE_OPTION_BOOL, cgroups ? 1 : 0));
+    const int kSteps = 400;
+    auto t0 = std::chrono::steady_clock::now();
+    int started = 0, done = 0;
+    while (done < kSteps) {
+      while (started < kSteps && started - done < 2) {
+        ++started;
+        ASSERT_EQ(in.Start(static_cast<uint64_t>(started), {{"true"}}), CRUCIBLE_STATUS_OK);
+      }
+      done += in.PollOnce(1000);
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("localproc no-op steps, 2 in flight, cgroups=%s: %.0f per second (%.0f us each)\n",
+                cgroups ? "on" : "off", kSteps / secs, secs / kSteps * 1e6);
+  }
+}
+
+TEST(LocalProcTest, DescribeAndCheckStepReportWhatIsEnforced) {
+  std::string d = Describe();
+  EXPECT_FALSE(d.empty());
+  std::printf("describe: %s\n", d.c_str());
+  struct Found {
+    std::vector<std::pair<crucible_severity, std::string>> items;
+  } found;
+  crucible_diag_sink sink{&found, [](void* ctx, crucible_severity sev, const char* field, const char*) {
+                            static_cast<Found*>(ctx)->items.emplace_back(sev, field);
+                          }};
+  OptionList no_cgroups;
+  no_cgroups.Int("use_cgroups", CRUCIBLE_OPTION_BOOL, 0);
+  crucible_step_check c{};
+  c.struct_size = sizeof c;
+  c.step_id = "s";
+  c.image = "python:3.11";
+  c.cpu_millicores = 500;
+  c.memory_bytes = 64 << 20;
+  c.backend_options = no_cgroups.data();
+  c.backend_options_len = no_cgroups.size();
+  ASSERT_EQ(Api()->check_step(&c, &sink), CRUCIBLE_STATUS_OK);
+  ASSERT_EQ(found.items.size(), 1u);
+  EXPECT_EQ(found.items[0].first, CRUCIBLE_SEVERITY_WARNING);
+  EXPECT_EQ(found.items[0].second, "resources.cpu");
+  found.items.clear();
+  c.cpu_millicores = 0;
+  ASSERT_EQ(Api()->check_step(&c, &sink), CRUCIBLE_STATUS_OK);
+  EXPECT_TRUE(found.items.empty());
+}
+
+TEST(LocalProcTest, DestroyKillsWhatIsStillRunning) {
+  std::string pid_file;
+  pid_t child;
+  {
+    Instance in;
+    pid_file = in.dir() + "/p";
+    ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "echo $$ > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; sleep 100", "sh", pid_file}}),
+              CRUCIBLE_STATUS_OK);
+    child = WaitPidFile(pid_file);
+    ASSERT_GT(child, 0);
+  }
+  EXPECT_TRUE(WaitGone(child));
+}
+
+}  // namespace
