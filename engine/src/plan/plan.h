@@ -103,6 +103,8 @@ struct PlanOptions {
   std::optional<std::string> backend;
 };
 
+class Planner;
+
 /// The expanded DAG. Immutable.
 class Plan {
  public:
@@ -133,6 +135,8 @@ class Plan {
   std::string ToDot() const;
 
  private:
+  friend class Planner;  ///< builds it (plan.cc)
+
   std::vector<PlannedStep> steps_;
   std::vector<std::vector<TaskId>> dependents_;
   std::vector<TaskId> order_;

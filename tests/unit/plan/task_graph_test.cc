@@ -1,0 +1,53 @@
+#include "plan/task_graph.h"
+
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace crucible::plan {
+namespace {
+
+using Cycle = std::vector<TaskGraph::Id>;
+
+TEST(TaskGraphTest, TopologicalOrderPutsNeedsFirst) {
+  TaskGraph g(4);
+  g.AddEdge(2, 1);
+  g.AddEdge(1, 0);
+  g.AddEdge(3, 0);
+  std::vector<TaskGraph::Id> order = g.TopologicalOrder();
+  ASSERT_EQ(order.size(), 4u);
+  std::vector<size_t> at(4);
+  for (size_t i = 0; i < order.size(); ++i) at[order[i]] = i;
+  EXPECT_LT(at[2], at[1]);
+  EXPECT_LT(at[1], at[0]);
+  EXPECT_LT(at[3], at[0]);
+  EXPECT_EQ(g.edge_count(), 3u);
+  EXPECT_TRUE(g.Cycles().empty());
+}
+
+TEST(TaskGraphTest, CyclesComeAsPathsFromTheirLowestTask) {
+  TaskGraph g(6);
+  g.AddEdge(0, 1);
+  g.AddEdge(2, 3);  // 2 -> 3 -> 4 -> 2
+  g.AddEdge(3, 4);
+  g.AddEdge(4, 2);
+  g.AddEdge(5, 5);  // self
+  g.AddEdge(4, 0);  // leads out of the cycle, into acyclic tasks
+  EXPECT_EQ(g.TopologicalOrder().size(), 0u);
+  EXPECT_EQ(g.Cycles(), (std::vector<Cycle>{{2, 3, 4}, {5}}));
+}
+
+TEST(TaskGraphTest, LongChainNeedsNoDeepStack) {
+  constexpr TaskGraph::Id kN = 200000;
+  TaskGraph g(kN);
+  for (TaskGraph::Id i = 1; i < kN; ++i) g.AddEdge(i - 1, i);
+  EXPECT_EQ(g.TopologicalOrder().size(), kN);
+  g.AddEdge(kN - 1, 0);
+  std::vector<Cycle> cycles = g.Cycles();
+  ASSERT_EQ(cycles.size(), 1u);
+  EXPECT_EQ(cycles[0].size(), kN);
+  EXPECT_EQ(cycles[0].front(), 0u);
+}
+
+}  // namespace
+}  // namespace crucible::plan
