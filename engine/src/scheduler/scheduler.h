@@ -44,6 +44,8 @@ enum class ExitCode : int {
   kInterrupted = 130,
 };
 
+class Waker;
+
 /// Wall time in epoch milliseconds and a monotonic clock; fakeable.
 class Clock {
  public:
@@ -52,6 +54,9 @@ class Clock {
   virtual int64_t NowMs() = 0;
   /// Monotonic milliseconds, for deadlines and backoff.
   virtual int64_t MonotonicMs() = 0;
+  /// Where the scheduler blocks: waits on `waker` at most timeout_ms (-1: no
+  /// bound). Returns true when woken. A fake clock advances its time instead.
+  virtual bool Wait(const Waker& waker, int timeout_ms);
 };
 
 /// The real clock.
@@ -90,6 +95,8 @@ class Observer {
   virtual void OnRunFinished(store::RunState /*state*/, ExitCode /*code*/) {}
   /// Called once per loop turn, for live displays.
   virtual void OnTick() {}
+  /// Why a step failed without an attempt (a missing upstream output key), for the user.
+  virtual void OnStepMessage(plan::TaskId /*task*/, const std::string& /*message*/) {}
 };
 
 struct RunOptions {
@@ -103,6 +110,8 @@ struct RunOptions {
   uint64_t output_cap_bytes = 4096;
   int64_t cancel_grace_ms = 5000;
   int max_infra_retries = 3;
+  /// Validated [steps.NAME] options per TaskId for the step's backend; empty: none.
+  std::vector<std::vector<host::OptionValue>> step_options;
 };
 
 struct RunSummary {
