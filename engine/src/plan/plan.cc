@@ -165,7 +165,7 @@ void Planner::ResolveNeeds() {
   const size_t n = spec_.steps.size();
   for (uint32_t i = 0; i < n; ++i) by_id_.emplace(spec_.steps[i].id.value, i);
   step_needs_.resize(n);
-  TaskGraph graph(n);
+  std::vector<TaskGraph::Edge> edges;
   std::vector<uint32_t> mark(n, std::numeric_limits<uint32_t>::max());
   std::vector<std::string> ids;
   for (uint32_t s = 0; s < n; ++s) {
@@ -184,9 +184,11 @@ void Planner::ResolveNeeds() {
       if (mark[u] == s) continue;  // named twice
       mark[u] = s;
       step_needs_[s].push_back(u);
-      graph.AddEdge(u, s);
+      edges.emplace_back(u, s);
     }
   }
+  TaskGraph graph(n, edges);
+  edges = {};
   step_order_ = graph.TopologicalOrder();
   if (step_order_.size() == n) return;
   cyclic_ = true;

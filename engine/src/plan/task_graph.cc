@@ -5,39 +5,36 @@
 #include <set>
 #include <utility>
 
-#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/compressed_sparse_row_graph.hpp>
 
 namespace crucible::plan {
 
 struct TaskGraph::Impl {
-  explicit Impl(size_t n) : graph(n) {}
-  using Graph = boost::adjacency_list<boost::vecS, boost::vecS, boost::directedS>;
+  using Graph = boost::compressed_sparse_row_graph<boost::directedS, boost::no_property, boost::no_property,
+                                                   boost::no_property, Id, Id>;
+  Impl(size_t n, const std::vector<Edge>& edges)
+      : graph(boost::edges_are_unsorted_multi_pass, edges.begin(), edges.end(), n), edge_count(edges.size()) {}
   Graph graph;
-  /// Counted here: boost::num_edges of a directedS graph walks every edge.
-  size_t edges = 0;
+  size_t edge_count;
 };
 
-TaskGraph::TaskGraph(size_t task_count) : impl_(std::make_unique<Impl>(task_count)) {}
+TaskGraph::TaskGraph(size_t task_count, const std::vector<Edge>& edges)
+    : impl_(std::make_unique<Impl>(task_count, edges)) {}
 
 TaskGraph::~TaskGraph() = default;
 TaskGraph::TaskGraph(TaskGraph&&) noexcept = default;
 TaskGraph& TaskGraph::operator=(TaskGraph&&) noexcept = default;
 
-void TaskGraph::AddEdge(Id from, Id to) {
-  boost::add_edge(from, to, impl_->graph);
-  ++impl_->edges;
-}
-
 size_t TaskGraph::task_count() const { return boost::num_vertices(impl_->graph); }
 
-size_t TaskGraph::edge_count() const { return impl_->edges; }
+size_t TaskGraph::edge_count() const { return impl_->edge_count; }
 
 std::vector<TaskGraph::Id> TaskGraph::TopologicalOrder() const {
   const Impl::Graph& g = impl_->graph;
   const size_t n = boost::num_vertices(g);
   std::vector<uint32_t> in_degree(n, 0);
   for (size_t v = 0; v < n; ++v) {
-    for (auto [e, end] = boost::out_edges(v, g); e != end; ++e) ++in_degree[boost::target(*e, g)];
+    for (auto [e, end] = boost::out_edges(static_cast<Id>(v), g); e != end; ++e) ++in_degree[boost::target(*e, g)];
   }
   std::vector<Id> order;
   order.reserve(n);
@@ -72,7 +69,7 @@ std::vector<std::vector<TaskGraph::Id>> TaskGraph::Cycles(size_t limit) const {
   std::vector<Frame> stack;
   for (size_t root = 0; root < n && found.size() < limit; ++root) {
     if (!candidate[root] || color[root] != kWhite) continue;
-    auto [b, e] = boost::out_edges(root, g);
+    auto [b, e] = boost::out_edges(static_cast<Id>(root), g);
     stack.push_back(Frame{static_cast<Id>(root), b, e});
     color[root] = kGray;
     while (!stack.empty()) {

@@ -10,10 +10,7 @@ namespace {
 using Cycle = std::vector<TaskGraph::Id>;
 
 TEST(TaskGraphTest, TopologicalOrderPutsNeedsFirst) {
-  TaskGraph g(4);
-  g.AddEdge(2, 1);
-  g.AddEdge(1, 0);
-  g.AddEdge(3, 0);
+  TaskGraph g(4, {{2, 1}, {1, 0}, {3, 0}});
   std::vector<TaskGraph::Id> order = g.TopologicalOrder();
   ASSERT_EQ(order.size(), 4u);
   std::vector<size_t> at(4);
@@ -26,23 +23,20 @@ TEST(TaskGraphTest, TopologicalOrderPutsNeedsFirst) {
 }
 
 TEST(TaskGraphTest, CyclesComeAsPathsFromTheirLowestTask) {
-  TaskGraph g(6);
-  g.AddEdge(0, 1);
-  g.AddEdge(2, 3);  // 2 -> 3 -> 4 -> 2
-  g.AddEdge(3, 4);
-  g.AddEdge(4, 2);
-  g.AddEdge(5, 5);  // self
-  g.AddEdge(4, 0);  // leads out of the cycle, into acyclic tasks
+  // 2 -> 3 -> 4 -> 2, a self-edge on 5, and 4 -> 0 -> 1 leading out of the cycle.
+  TaskGraph g(6, {{0, 1}, {2, 3}, {3, 4}, {4, 2}, {5, 5}, {4, 0}});
   EXPECT_EQ(g.TopologicalOrder().size(), 0u);
   EXPECT_EQ(g.Cycles(), (std::vector<Cycle>{{2, 3, 4}, {5}}));
 }
 
 TEST(TaskGraphTest, LongChainNeedsNoDeepStack) {
   constexpr TaskGraph::Id kN = 200000;
-  TaskGraph g(kN);
-  for (TaskGraph::Id i = 1; i < kN; ++i) g.AddEdge(i - 1, i);
-  EXPECT_EQ(g.TopologicalOrder().size(), kN);
-  g.AddEdge(kN - 1, 0);
+  std::vector<TaskGraph::Edge> edges;
+  for (TaskGraph::Id i = 1; i < kN; ++i) edges.emplace_back(i - 1, i);
+  EXPECT_EQ(TaskGraph(kN, edges).TopologicalOrder().size(), kN);
+  edges.emplace_back(kN - 1, 0);
+  TaskGraph g(kN, edges);
+  EXPECT_TRUE(g.TopologicalOrder().empty());
   std::vector<Cycle> cycles = g.Cycles();
   ASSERT_EQ(cycles.size(), 1u);
   EXPECT_EQ(cycles[0].size(), kN);
