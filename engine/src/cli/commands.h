@@ -1,0 +1,53 @@
+// The verbs of the command line, one function each, called by RunCli once
+// CLI11 has parsed argv. Each returns the process exit code and writes to
+// std::cout / std::cerr.
+#ifndef CRUCIBLE_CLI_COMMANDS_H_
+#define CRUCIBLE_CLI_COMMANDS_H_
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace crucible::cli {
+
+/// Exit codes of the command line (the scheduler's ExitCode plus usage).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitBackend = 3;
+
+/// What every verb shares.
+struct GlobalOptions {
+  std::string state_dir;  ///< absolute
+};
+
+/// `run`, `validate` and `graph`.
+struct WorkflowArgs {
+  std::string file;
+  std::optional<std::string> backend;
+  std::vector<std::pair<std::string, std::string>> params;
+  int max_parallel = 0;
+  bool json = false;
+  bool keep_work = false;
+};
+
+struct LogsArgs {
+  std::string run;
+  std::string step;  ///< "" for every step
+  int attempt = 0;   ///< 0: the last
+  bool follow = false;
+};
+
+int CmdRun(const GlobalOptions& g, const WorkflowArgs& a);
+int CmdValidate(const GlobalOptions& g, const WorkflowArgs& a);
+int CmdGraph(const GlobalOptions& g, const WorkflowArgs& a);
+int CmdRuns(const GlobalOptions& g, bool json, int limit);
+int CmdStatus(const GlobalOptions& g, const std::string& run, bool json);
+int CmdResults(const GlobalOptions& g, const std::string& run, bool json);
+int CmdLogs(const GlobalOptions& g, const LogsArgs& a);
+int CmdPlugins(const GlobalOptions& g, bool json);
+
+}  // namespace crucible::cli
+
+#endif  // CRUCIBLE_CLI_COMMANDS_H_

@@ -1,0 +1,207 @@
+// The verbs that read a workflow file: validate, graph, run.
+#include <csignal>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/progress_reporter.h"
+#include "cli/run_view.h"
+#include "cli/terminal.h"
+#include "cli/validate_pipeline.h"
+#include "cli/views.h"
+#include "scheduler/scheduler.h"
+
+namespace crucible::cli {
+namespace {
+
+/// The scheduler that SIGINT/SIGTERM cancel (lock-free atomic: async-signal-safe).
+std::atomic<scheduler::Scheduler*> g_scheduler{nullptr};
+/// Set when a signal came before the scheduler existed.
+volatile std::sig_atomic_t g_signalled = 0;
+static_assert(std::atomic<scheduler::Scheduler*>::is_always_lock_free);
+
+extern "C" void OnStopSignal(int /*sig*/) {
+  g_signalled = 1;
+  scheduler::Scheduler* s = g_scheduler.load();
+  if (s != nullptr) s->RequestCancel();
+}
+
+/// Installs the SIGINT/SIGTERM handlers for its lifetime.
+class StopSignals {
+ public:
+  StopSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    g_scheduler.store(nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+/// Wakes the scheduler every interval so a live display can redraw its clock.
+class Ticker {
+ public:
+  Ticker(const scheduler::Waker& waker, std::chrono::milliseconds interval) : waker_(waker) {
+    thread_ = std::thread([this, interval] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, interval, [this] { return stop_; })) waker_.Wake();
+    });
+  }
+  ~Ticker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Ticker(const Ticker&) = delete;
+  Ticker& operator=(const Ticker&) = delete;
+
+ private:
+  const scheduler::Waker& waker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+plan::PlanOptions ToPlanOptions(const WorkflowArgs& a) {
+  plan::PlanOptions o;
+  o.params = a.params;
+  o.backend = a.backend;
+  return o;
+}
+
+}  // namespace
+
+int CmdValidate(const GlobalOptions& /*g*/, const WorkflowArgs& a) {
+  host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
+  Diagnostics diags(a.file);
+  ValidationOutcome v = ValidateWorkflow(a.file, ToPlanOptions(a), host, diags);
+  std::cerr << diags.Format() << std::flush;
+  return v.exit_code;
+}
+
+int CmdGraph(const GlobalOptions& /*g*/, const WorkflowArgs& a) {
+  host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
+  Diagnostics diags(a.file);
+  ValidationOutcome v = ValidateWorkflow(a.file, ToPlanOptions(a), host, diags);
+  std::cerr << diags.Format() << std::flush;
+  if (v.exit_code != 0) return v.exit_code;
+  std::cout << v.workflow->plan.ToDot() << std::flush;
+  return kExitOk;
+}
+
+int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
+  host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
+  Diagnostics diags(a.file);
+  ValidationOutcome v = ValidateWorkflow(a.file, ToPlanOptions(a), host, diags);
+  if (v.exit_code != 0) {
+    std::cerr << diags.Format() << std::flush;
+    return v.exit_code;
+  }
+  const ValidatedWorkflow& wf = *v.workflow;
+
+  std::ifstream in(a.file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    std::cerr << a.file << ": error: cannot read the workflow file again\n";
+    return kExitUsage;
+  }
+
+  // Only now, with a valid workflow, is anything written.
+  Result<std::unique_ptr<store::Store>> store = store::Store::Open(g.state_dir);
+  if (!store.ok()) {
+    std::cerr << "crucible-engine: error: state directory " << g.state_dir << ": " << store.error().message << "\n";
+    return kExitFailed;
+  }
+  std::string run_id = scheduler::NewRunId();
+  std::cerr << run_id << "\n";
+  std::cerr << diags.Format() << std::flush;  // warnings, after the run id line
+
+  StopSignals signals;
+  scheduler::Waker waker;
+  std::map<std::string, std::unique_ptr<host::Backend>> owned;
+  std::map<std::string, host::Backend*> backends;
+  for (const std::string& name : wf.plan.backend_names()) {
+    const host::Plugin* plugin = host.Find(name);
+    if (plugin == nullptr) {  // validation guarantees it; a plugin list cannot change in between
+      std::cerr << "crucible-engine: error: backend \"" << name << "\" is not loaded\n";
+      return kExitBackend;
+    }
+    auto it = wf.backend_options.find(name);
+    std::vector<host::OptionValue> options = it != wf.backend_options.end() ? it->second
+                                                                            : std::vector<host::OptionValue>{};
+    Result<std::unique_ptr<host::Backend>> backend =
+        plugin->Create(options, g.state_dir, run_id, [&waker] { waker.Wake(); });
+    if (!backend.ok()) {
+      std::cerr << "crucible-engine: error: backend \"" << name << "\" could not start: " << backend.error().message
+                << "\n";
+      return kExitBackend;
+    }
+    backends[name] = backend->get();
+    owned[name] = std::move(*backend);
+  }
+
+  scheduler::SystemClock clock;
+  ProgressReporter::Options progress;
+  progress.live = IsTerminal(2);
+  progress.width = TerminalWidth(2);
+  ProgressReporter reporter(std::cerr, clock, progress);
+
+  scheduler::RunOptions options;
+  options.run_id = run_id;
+  options.workflow_file = a.file;
+  options.source_text = text.str();
+  options.source_sha256 = wf.spec.source_sha256;
+  options.max_parallel = a.max_parallel;
+  options.keep_work = a.keep_work;
+
+  scheduler::Scheduler sched(wf.plan, **store, backends, clock, waker, &reporter, options);
+  g_scheduler.store(&sched);
+  if (g_signalled) sched.RequestCancel();
+  Result<scheduler::RunSummary> summary = [&] {
+    std::unique_ptr<Ticker> ticker;
+    if (progress.live) ticker = std::make_unique<Ticker>(waker, std::chrono::milliseconds(100));
+    return sched.Run();
+  }();
+  g_scheduler.store(nullptr);
+  if (!summary.ok()) {
+    std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message << "\n";
+    return kExitFailed;
+  }
+  if (a.json) {
+    Result<RunView> view = LoadRunView(**store, run_id);
+    if (!view.ok()) {
+      std::cerr << "crucible-engine: error: " << view.error().message << "\n";
+      return kExitFailed;
+    }
+    std::cout << StatusJson(*view) << "\n" << std::flush;
+  }
+  return static_cast<int>(summary->exit_code);
+}
+
+}  // namespace crucible::cli
