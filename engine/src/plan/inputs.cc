@@ -34,7 +34,7 @@ class Collector {
     if (ec) return MakeError(ErrorCode::kInvalidArgument, About(rel) + "cannot be resolved: " + ec.message());
     if (!Inside(root_, real.string())) {
       return MakeError(ErrorCode::kInvalidArgument,
-                       About(rel) + "resolves outside the workflow's directory (to " + real.string() + ")");
+                       About(rel) + "leaves the workflow's directory (it resolves to \"" + real.string() + "\")");
     }
     fs::file_status st = fs::status(real, ec);
     if (ec) return MakeError(ErrorCode::kInvalidArgument, About(rel) + "cannot be read: " + ec.message());

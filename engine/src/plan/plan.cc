@@ -468,11 +468,11 @@ void Planner::PlanStep(uint32_t s) {
   const StepSpec& spec_step = spec_.steps[s];
   StepFields m = MergeDefaults(spec_.defaults, spec_step);
   if (m.run && m.shell) {
-    Error(spec_step.pos, "step \"" + spec_step.id.value + "\" has both \"run\" and \"shell\"; give exactly one");
+    Error(spec_step.pos, "step \"" + spec_step.id.value + "\" has both \"run\" and \"shell\" (give exactly one)");
     return;
   }
   if (!m.run && !m.shell) {
-    Error(spec_step.pos, "step \"" + spec_step.id.value + "\" has neither \"run\" nor \"shell\"; give exactly one");
+    Error(spec_step.pos, "step \"" + spec_step.id.value + "\" has neither \"run\" nor \"shell\" (give exactly one)");
     return;
   }
   EnvList env = MergeEnv(spec_.env, m.env);

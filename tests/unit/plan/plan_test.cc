@@ -139,8 +139,8 @@ TEST(PlanTest, RunAndShellTogetherIsAnError) {
   std::string text;
   EXPECT_FALSE(BuildPlan(MakeSpec({a, b}), &text));
   EXPECT_EQ(text,
-            "wf.toml:4:1: error: step \"a\" has both \"run\" and \"shell\"; give exactly one\n"
-            "wf.toml:9:1: error: step \"b\" has neither \"run\" nor \"shell\"; give exactly one\n");
+            "wf.toml:4:1: error: step \"a\" has both \"run\" and \"shell\" (give exactly one)\n"
+            "wf.toml:9:1: error: step \"b\" has neither \"run\" nor \"shell\" (give exactly one)\n");
 }
 
 TEST(PlanTest, ParamsTakeDefaultsAndSetOverridesThem) {
@@ -611,12 +611,12 @@ TEST(PlanTest, InputsMatchingNothingOrLeavingTheDirectoryAreErrors) {
   const std::string real_outside = std::filesystem::canonical(outside.path()).string();
   EXPECT_EQ(text,
             "wf.toml:2:1: error: step \"e\": input \"missing/*.py\" matches no file\n"
-            "wf.toml:3:1: error: step \"e\": input \"link.txt\" resolves outside the workflow's directory "
-            "(to " + real_outside + "/secret.txt)\n"
-            "wf.toml:4:1: error: step \"e\": input \"linkdir/secret.txt\" resolves outside the "
-            "workflow's directory (to " + real_outside + "/secret.txt)\n"
-            "wf.toml:5:1: error: step \"e\": input \"tree\" reaches \"tree/escape.txt\", which resolves outside the "
-            "workflow's directory (to " + real_outside + "/secret.txt)\n"
+            "wf.toml:3:1: error: step \"e\": input \"link.txt\" leaves the workflow's directory "
+            "(it resolves to \"" + real_outside + "/secret.txt\")\n"
+            "wf.toml:4:1: error: step \"e\": input \"linkdir/secret.txt\" leaves the "
+            "workflow's directory (it resolves to \"" + real_outside + "/secret.txt\")\n"
+            "wf.toml:5:1: error: step \"e\": input \"tree\" reaches \"tree/escape.txt\", which leaves the "
+            "workflow's directory (it resolves to \"" + real_outside + "/secret.txt\")\n"
             "wf.toml:6:1: error: step \"e\": input \"../x\" leaves the workflow's directory\n");
 }
 
