@@ -196,7 +196,7 @@ CgroupPool::CgroupPool(bool enabled, int keep_slots) : keep_slots_(keep_slots < 
     track_ = memory_ = cpu_ = Hierarchy{};
     return;
   }
-  caps_.root = track_.parent;
+  caps_.root = track_.parent.substr(0, track_.parent.rfind('/'));
   caps_.kill = true;
   caps_.memory = !first->memory_dir.empty();
   caps_.cpu = !first->cpu_dir.empty();

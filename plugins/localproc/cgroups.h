@@ -57,7 +57,7 @@ struct CgroupCaps {
   bool kill = false;
   bool memory = false;
   bool cpu = false;
-  std::string root;    ///< the tracking hierarchy's parent directory, for describe
+  std::string root;    ///< the cgroup under which this engine's slots are made, for describe
   std::string reason;  ///< why a capability is missing, for describe
 };
 
