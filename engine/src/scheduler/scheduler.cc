@@ -39,6 +39,8 @@ constexpr int64_t kMaxBackoffMs = 5 * 60 * 1000;
 constexpr int64_t kSafetyMarginMs = 30 * 1000;
 /// How often to ask a full backend again when nothing of ours runs there.
 constexpr int kCapacityRecheckMs = 100;
+/// Buffered store writes that force a commit even while the loop is busy.
+constexpr size_t kMaxBufferedWrites = 4096;
 
 /// Attempt keys, unique within the process.
 std::atomic<uint64_t> g_next_attempt_key{0};
@@ -148,7 +150,6 @@ struct Scheduler::Impl {
   struct Prepared {
     uint64_t key = 0;
     host::LaunchSpec launch;
-    std::string error;  ///< non-empty: fail it instead of starting
   };
 
   const plan::Plan& plan;
@@ -587,10 +588,6 @@ struct Scheduler::Impl {
     if (!ps.needs.empty()) launch.upstream_json = UpstreamJson(t);
 
     std::string safe = SafeName(ps.id);
-    std::string log_dir = logs_root + "/" + safe;
-    std::error_code ec;
-    std::filesystem::create_directories(log_dir, ec);
-    if (ec) p.error = "cannot create log directory " + log_dir + ": " + ec.message();
 
     p.key = ++g_next_attempt_key;
     launch.attempt_key = p.key;
@@ -599,7 +596,7 @@ struct Scheduler::Impl {
     launch.attempt = static_cast<uint32_t>(number);
     for (const auto& in : ps.inputs) launch.inputs.emplace_back(in.source, in.dest);
     launch.work_dir = work_root + "/" + safe + "-" + std::to_string(number);
-    launch.log_path = log_dir + "/attempt-" + std::to_string(number) + ".log";
+    launch.log_path = logs_root + "/" + safe + ".attempt-" + std::to_string(number) + ".log";
     launch.log_cap_bytes = opt.log_cap_bytes;
     launch.output_cap_bytes = opt.output_cap_bytes;
     launch.timeout_ms = ps.timeout_ms;
@@ -670,8 +667,8 @@ struct Scheduler::Impl {
       auto it = live.find(p.key);
       if (it == live.end()) continue;  // abandoned meanwhile
       Live& l = it->second;
-      std::string error = p.error;
-      if (error.empty()) {
+      std::string error;
+      {
         auto started = backends[l.backend]->Start(p.launch);
         if (started.ok()) {
           l.handle = started.value();
@@ -763,6 +760,11 @@ struct Scheduler::Impl {
     queues.assign(backends.size(), {});
     logs_root = store.state_dir() + "/logs/" + SafeName(run_id);
     work_root = store.state_dir() + "/work/" + SafeName(run_id);
+    // One directory per run, flat files in it: a directory per step would cost a
+    // mkdir (about as much as a no-op step's own file) for each of 10,000 steps.
+    std::error_code ec;
+    std::filesystem::create_directories(logs_root, ec);
+    if (ec) return MakeError(ErrorCode::kIo, "cannot create log directory " + logs_root + ": " + ec.message());
 
     store::RunRow run;
     run.id = run_id;
@@ -817,9 +819,14 @@ struct Scheduler::Impl {
           progress = dispatched.value() || progress;
         }
       }
-      Status flushed = Flush();
-      if (!flushed.ok()) return flushed.error();
-      if (abandoned || (live.empty() && waiting_count == 0 && QueuesEmpty())) break;
+      bool done = abandoned || (live.empty() && waiting_count == 0 && QueuesEmpty());
+      // A turn that made progress is followed at once by another, whose first
+      // commit (before any start) carries these writes too; flush before blocking.
+      if (done || !progress || writes.size() >= kMaxBufferedWrites) {
+        Status flushed = Flush();
+        if (!flushed.ok()) return flushed.error();
+      }
+      if (done) break;
       if (progress) continue;
       int timeout = -1;
       int64_t now = clock.MonotonicMs();

@@ -651,14 +651,14 @@ run = ["x"]
     EXPECT_FALSE(attempts[i].infra);
     EXPECT_EQ(attempts[i].handle.rfind("fake:", 0), 0u);
     EXPECT_EQ(attempts[i].log_path,
-              dir_ + "/state/logs/" + run_id_ + "/bad/attempt-" + std::to_string(i + 1) + ".log");
+              dir_ + "/state/logs/" + run_id_ + "/bad.attempt-" + std::to_string(i + 1) + ".log");
     EXPECT_GT(attempts[i].ended_at_ms, 0);
   }
   auto ok_attempts = Attempts(plan, "ok");
   ASSERT_EQ(ok_attempts.size(), 1u);
   EXPECT_EQ(ok_attempts[0].state, "succeeded");
   EXPECT_EQ(ok_attempts[0].reason, "");
-  EXPECT_TRUE(std::filesystem::is_directory(dir_ + "/state/logs/" + run_id_ + "/ok"));
+  EXPECT_TRUE(std::filesystem::is_directory(dir_ + "/state/logs/" + run_id_));
   EXPECT_EQ(backend_.LaunchesOf("ok").at(0)->work_dir, dir_ + "/state/work/" + run_id_ + "/ok-1");
   EXPECT_EQ(backend_.LaunchesOf("ok").at(0)->argv, (std::vector<std::string>{"echo", "world"}));
   auto outputs = store_->GetOutputs(run_id_);
