@@ -110,8 +110,13 @@ class Planner {
   bool Run();
 
  private:
+  /// Reports once per position and text: a value from [env] or [defaults] that is wrong
+  /// the same way for many steps or instances is reported for the first of them.
   void Error(SourcePos pos, std::string message) {
-    if (seen_.emplace(pos.line, pos.column, message).second) diags_.Error(pos, std::move(message));
+    std::string key = message;
+    const std::string who = Who();
+    if (key.compare(0, who.size(), who) == 0) key.erase(0, who.size());
+    if (seen_.emplace(pos.line, pos.column, std::move(key)).second) diags_.Error(pos, std::move(message));
   }
   std::string Who() const { return "step \"" + spec_.steps[step_].id.value + "\": "; }
 
@@ -309,15 +314,16 @@ bool Planner::IsAncestor(uint32_t ancestor, uint32_t step) {
 bool Planner::ResolveOutput(const std::string& expr, SourcePos pos, Template::Part* part) {
   const std::string malformed =
       Who() + "malformed placeholder {{" + expr + "}}: expected {{steps.ID.outputs.KEY}}";
+  static const std::string kOutputs = ".outputs.";
   std::string rest = expr.substr(6);
   size_t bracket = rest.find('[');
   size_t dot = rest.find('.');
   size_t id_end = dot;
   if (bracket != std::string::npos && (dot == std::string::npos || bracket < dot)) {
-    size_t close = rest.find(']', bracket);
-    id_end = close == std::string::npos ? std::string::npos : close + 1;
+    // An item may hold '.' or ']': the instance id ends at the last "].outputs.".
+    size_t close = rest.rfind("]" + kOutputs);
+    id_end = close == std::string::npos || close < bracket ? std::string::npos : close + 1;
   }
-  static const std::string kOutputs = ".outputs.";
   if (id_end == std::string::npos || id_end == 0 || rest.compare(id_end, kOutputs.size(), kOutputs) != 0 ||
       rest.size() == id_end + kOutputs.size()) {
     Error(pos, malformed);
@@ -419,7 +425,9 @@ std::optional<Template> Planner::Resolve(const std::string& text, SourcePos pos,
       names.push_back("workflow.name");
       names.push_back("run.id");
       std::string hint = DidYouMean(expr, names);
-      if (hint.empty() && expr == "item") hint = " (the step has no for_each list)";
+      if (hint.empty() && expr == "item" && spec_.steps[step_].for_each.kind == ForEach::Kind::kNone) {
+        hint = " (the step has no for_each list)";
+      }
       Error(pos, Who() + "unknown placeholder {{" + expr + "}}" + hint);
       ok = false;
       continue;
@@ -490,16 +498,19 @@ void Planner::PlanStep(uint32_t s) {
     ps.needs = needs;
     if (m.when) ps.when = m.when->value;
     if (m.run) {
+      ps.argv.reserve(m.run->value.size());
       for (const std::string& arg : m.run->value) {
         std::optional<Template> a = Resolve(arg, m.run->pos, false, nullptr);
         if (a) ps.argv.push_back(std::move(*a));
       }
     } else {
+      ps.argv.reserve(3);
       ps.argv.push_back(Template{{Template::Part{Template::Part::Kind::kLiteral, "/bin/sh", 0, {}}}, false});
       ps.argv.push_back(Template{{Template::Part{Template::Part::Kind::kLiteral, "-c", 0, {}}}, false});
       std::optional<Template> script = Resolve(m.shell->value, m.shell->pos, true, nullptr);
       if (script) ps.argv.push_back(std::move(*script));
     }
+    ps.env.reserve(env.size());
     for (const auto& [key, value] : env) {
       std::optional<Template> v = Resolve(value.value, value.pos, false, nullptr);
       if (v) ps.env.emplace_back(key, std::move(*v));

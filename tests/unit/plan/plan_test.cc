@@ -331,6 +331,41 @@ TEST(PlanTest, OutputOfAFanOutStepNeedsAnInstance) {
   EXPECT_EQ(plan->step(2).argv[1].parts[0].text, "evaluate[bob]");
 }
 
+TEST(PlanTest, OutputOfAnInstanceWhoseItemHasDotsAndBrackets) {
+  StepSpec e = MakeStep("evaluate", {"true"});
+  e.for_each = List({"gpt-4.1", "odd].item"});
+  StepSpec score = MakeStep("score", {"echo", "{{steps.evaluate[gpt-4.1].outputs.a.b}}",
+                                      "{{steps.evaluate[odd].item].outputs.k}}"},
+                            {"evaluate"});
+  std::string text;
+  std::optional<Plan> plan = BuildPlan(MakeSpec({e, score}), &text);
+  ASSERT_TRUE(plan) << text;
+  const PlannedStep& s = plan->step(2);
+  EXPECT_EQ(s.argv[1].parts[0].text, "evaluate[gpt-4.1]");
+  EXPECT_EQ(s.argv[1].parts[0].key, "a.b");
+  EXPECT_EQ(s.argv[2].parts[0].text, "evaluate[odd].item]");
+  EXPECT_EQ(s.argv[2].parts[0].key, "k");
+}
+
+TEST(PlanTest, SharedValueErrorIsReportedOnce) {
+  StepSpec e = MakeStep("e", {"true"});
+  e.for_each = List({"a", "b", "c"});
+  WorkflowSpec spec = MakeSpec({e, MakeStep("f", {"true"}), MakeStep("g", {"true"})});
+  spec.env = {{"X", At(std::string("{{bogus}}"), 5, 5)}};
+  std::string text;
+  EXPECT_FALSE(BuildPlan(spec, &text));
+  EXPECT_EQ(text, "wf.toml:5:5: error: step \"e\": unknown placeholder {{bogus}}\n");
+}
+
+TEST(PlanTest, ItemInAnAxesStepSuggestsNothingMisleading) {
+  StepSpec e = MakeStep("e", {"echo", "{{item}}"}, {}, 2);
+  e.for_each.kind = ForEach::Kind::kAxes;
+  e.for_each.axes = {{"model", {"a"}}};
+  std::string text;
+  EXPECT_FALSE(BuildPlan(MakeSpec({e}), &text));
+  EXPECT_EQ(text, "wf.toml:2:1: error: step \"e\": unknown placeholder {{item}}\n");
+}
+
 TEST(PlanTest, DispatchPlaceholdersAreRejectedInImageAndInputs) {
   StepSpec a = MakeStep("a", {"true"});
   StepSpec b = MakeStep("b", {"true"}, {"a"}, 5);
