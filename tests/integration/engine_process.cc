@@ -123,15 +123,25 @@ bool EngineProcess::Pump(int timeout_ms) {
   return out_fd_ >= 0 || err_fd_ >= 0;
 }
 
-bool EngineProcess::WaitForStderr(const std::function<bool(const std::string&)>& done,
-                                  std::chrono::milliseconds timeout) {
+bool EngineProcess::WaitFor(const std::string& text, const std::function<bool(const std::string&)>& done,
+                            std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done(err_)) {
+  while (!done(text)) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
-    if (!Pump(static_cast<int>(left.count()))) return done(err_);
+    if (!Pump(static_cast<int>(left.count()))) return done(text);
   }
   return true;
+}
+
+bool EngineProcess::WaitForStderr(const std::function<bool(const std::string&)>& done,
+                                  std::chrono::milliseconds timeout) {
+  return WaitFor(err_, done, timeout);
+}
+
+bool EngineProcess::WaitForStdout(const std::function<bool(const std::string&)>& done,
+                                  std::chrono::milliseconds timeout) {
+  return WaitFor(out_, done, timeout);
 }
 
 EngineResult EngineProcess::Wait(std::chrono::milliseconds timeout) {

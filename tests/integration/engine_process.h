@@ -36,6 +36,8 @@ class EngineProcess {
   pid_t pid() const { return pid_; }
   /// Reads output until `done(err_so_far)` holds or `timeout` passes; true when it held.
   bool WaitForStderr(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds timeout);
+  /// The same, on stdout.
+  bool WaitForStdout(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds timeout);
   /// Reads both pipes to their end and reaps the process; kills it after `timeout`.
   EngineResult Wait(std::chrono::milliseconds timeout = std::chrono::seconds(60));
   const std::string& out() const { return out_; }
@@ -45,6 +47,8 @@ class EngineProcess {
   EngineProcess() = default;
   /// Reads what is available within `timeout_ms`; false when both pipes are closed.
   bool Pump(int timeout_ms);
+  bool WaitFor(const std::string& text, const std::function<bool(const std::string&)>& done,
+               std::chrono::milliseconds timeout);
 
   pid_t pid_ = -1;
   int out_fd_ = -1;

@@ -87,6 +87,33 @@ run = ["echo", "second"]
   EXPECT_NE(typo.err.find("did you mean \"speak\"?"), std::string::npos) << typo.err;
 }
 
+TEST_F(QueryTest, LogsFollowPrintsWhileTheStepRunsAndEndsWithIt) {
+  std::string marker = dir_ + "/started";
+  std::string go = dir_ + "/go";
+  std::string wf = Write("follow.toml", Workflow("follow", R"([[steps]]
+id = "slow"
+shell = "echo one; touch )" + marker + R"(; while [ ! -e )" + go + R"( ]; do sleep 0.01; done; echo two"
+)"));
+  std::unique_ptr<EngineProcess> run = EngineProcess::Start({"--state-dir", state_dir_, "run", wf});
+  ASSERT_NE(run, nullptr);
+  ASSERT_TRUE(run->WaitForStderr([](const std::string& e) { return e.find('\n') != std::string::npos; },
+                                 std::chrono::seconds(30)));
+  std::string run_id = FirstLine(run->err());
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(marker); }, std::chrono::seconds(30)));
+
+  std::unique_ptr<EngineProcess> follow =
+      EngineProcess::Start({"--state-dir", state_dir_, "logs", run_id, "slow", "--follow"});
+  ASSERT_NE(follow, nullptr);
+  // It prints what is there and keeps going while the step runs.
+  ASSERT_TRUE(follow->WaitForStdout([](const std::string& o) { return o == "one\n"; }, std::chrono::seconds(30)))
+      << follow->out();
+  Write("go", "");
+  EngineResult f = follow->Wait(std::chrono::seconds(30));
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_EQ(f.out, "one\ntwo\n");
+  EXPECT_EQ(run->Wait().exit_code, 0);
+}
+
 TEST_F(QueryTest, LogsPassesTerminalEscapesThroughWhenNotATerminal) {
   std::string wf = Write("esc.toml", Workflow("esc", "[[steps]]\nid = \"color\"\nshell = \"printf '\\\\033[31mred\\\\n'\"\n"));
   EngineResult r = Engine({"run", wf});

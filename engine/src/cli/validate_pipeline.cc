@@ -1,5 +1,6 @@
 #include "cli/validate_pipeline.h"
 
+#include <algorithm>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -99,9 +100,10 @@ void CheckSubTables(const StepFields& fields, const std::string& prefix, const h
 }  // namespace
 
 int CheckBackends(const WorkflowSpec& spec, const plan::Plan* plan, const plan::PlanOptions& options,
-                  const host::PluginHost& host, Diagnostics& diags,
+                  const host::PluginHost& host, Diagnostics& out,
                   std::map<std::string, std::vector<host::OptionValue>>* backend_options) {
   bool unknown_named = false;
+  Diagnostics diags(out.file());  // sorted into `out` by position at the end
 
   // 1. The backend of every [[steps]] entry (the plan's answer when there is one).
   std::vector<std::string> step_backend(spec.steps.size());
@@ -183,8 +185,19 @@ int CheckBackends(const WorkflowSpec& spec, const plan::Plan* plan, const plan::
       if (it != typed.end()) (*backend_options)[name] = it->second;
     }
   }
+  std::vector<Diagnostic> found = diags.all();
+  std::stable_sort(found.begin(), found.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::tie(a.pos.line, a.pos.column) < std::tie(b.pos.line, b.pos.column);
+  });
+  for (Diagnostic& d : found) {
+    if (d.severity == Severity::kError) {
+      out.Error(d.pos, std::move(d.message));
+    } else {
+      out.Warning(d.pos, std::move(d.message));
+    }
+  }
   if (unknown_named) return 3;
-  return diags.has_errors() ? 2 : 0;
+  return out.has_errors() ? 2 : 0;
 }
 
 ValidationOutcome ValidateWorkflow(const std::string& file, const plan::PlanOptions& options,
