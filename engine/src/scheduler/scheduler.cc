@@ -135,6 +135,7 @@ struct Scheduler::Impl {
     std::string handle;
     std::vector<std::string> secrets;
     std::string cancel_cause;  ///< why we asked it to stop: cancelled, timeout, fail_fast, safety
+    bool started = false;      ///< Backend::Start returned a handle
   };
 
   struct Timer {
@@ -283,12 +284,10 @@ struct Scheduler::Impl {
     }
   }
 
+  /// Decides the steps made ready, in the order they became ready (OnReady may add more).
   void ProcessReady() {
-    while (!newly_ready.empty()) {
-      TaskId t = newly_ready.back();
-      newly_ready.pop_back();
-      OnReady(t);
-    }
+    for (size_t i = 0; i < newly_ready.size(); ++i) OnReady(newly_ready[i]);
+    newly_ready.clear();
   }
 
   std::string StopReason() const { return stop == StopCause::kTimeout ? "timeout" : "cancelled"; }
@@ -299,7 +298,7 @@ struct Scheduler::Impl {
     for (auto& [key, l] : live) {
       if (l.cancel_cause.empty()) {
         l.cancel_cause = "fail_fast";
-        backends[l.backend]->Cancel(key, opt.cancel_grace_ms);
+        if (l.started) backends[l.backend]->Cancel(key, opt.cancel_grace_ms);
       }
     }
     for (TaskId t = 0; t < tasks.size(); ++t) {
@@ -330,7 +329,7 @@ struct Scheduler::Impl {
     for (auto& [key, l] : live) {
       if (l.cancel_cause.empty() || l.cancel_cause == "safety") {
         l.cancel_cause = reason;
-        backends[l.backend]->Cancel(key, opt.cancel_grace_ms);
+        if (l.started) backends[l.backend]->Cancel(key, opt.cancel_grace_ms);
       }
     }
     for (TaskId t = 0; t < tasks.size(); ++t) {
@@ -456,6 +455,8 @@ struct Scheduler::Impl {
       }
     }
     row.infra = row.reason == "backend_error" || row.reason == "lost";
+    // Values of {{env.NAME}} never reach the store.
+    if (!l.secrets.empty()) MaskSecrets(row.message, l.secrets);
 
     if (!l.secrets.empty()) {
       Status masked = MaskSecretsInFile(l.log_path, l.secrets);
@@ -475,6 +476,9 @@ struct Scheduler::Impl {
       if (!outputs || outputs->empty()) return;
       task.outputs = std::move(*outputs);
       auto copy = task.outputs;
+      if (!l.secrets.empty()) {
+        for (auto& kv : copy) MaskSecrets(kv.second, l.secrets);
+      }
       writes.push_back([this, t, copy = std::move(copy)] { return store.PutOutputs(run_id, static_cast<int>(t), copy); });
     };
     if (state == "succeeded") {
@@ -667,10 +671,21 @@ struct Scheduler::Impl {
       auto it = live.find(p.key);
       if (it == live.end()) continue;  // abandoned meanwhile
       Live& l = it->second;
+      if (!l.cancel_cause.empty()) {
+        // fail_fast fired earlier in this batch: never start it.
+        host::AttemptResult r;
+        r.attempt_key = p.key;
+        r.outcome = CRUCIBLE_OUTCOME_CANCELLED;
+        r.reason = CRUCIBLE_REASON_CANCELLED;
+        r.message = "not started: " + l.cancel_cause;
+        ApplyResult(r);
+        continue;
+      }
       std::string error;
       {
         auto started = backends[l.backend]->Start(p.launch);
         if (started.ok()) {
+          l.started = true;
           l.handle = started.value();
           writes.push_back([this, t = l.task, n = l.number, h = l.handle] {
             return store.SetAttemptHandle(run_id, static_cast<int>(t), n, h);

@@ -101,22 +101,13 @@ std::string SafeName(const std::string& instance_id) {
   return out;
 }
 
-Status MaskSecretsInFile(const std::string& path, const std::vector<std::string>& secrets) {
+bool MaskSecrets(std::string& text, const std::vector<std::string>& secrets) {
   std::vector<std::string> masked;
   for (const auto& s : secrets) {
     if (s.size() >= kMinMaskedLength) masked.push_back(s);
   }
-  if (masked.empty()) return Ok{};
   // Longest first, so a secret containing another is masked whole.
   std::sort(masked.begin(), masked.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
-  std::string text;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return Ok{};
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
-  }
   bool changed = false;
   for (const auto& secret : masked) {
     std::string next;
@@ -133,7 +124,22 @@ Status MaskSecretsInFile(const std::string& path, const std::vector<std::string>
     next.append(text, pos, std::string::npos);
     text = std::move(next);
   }
-  if (!changed) return Ok{};
+  return changed;
+}
+
+Status MaskSecretsInFile(const std::string& path, const std::vector<std::string>& secrets) {
+  if (std::none_of(secrets.begin(), secrets.end(), [](const auto& s) { return s.size() >= kMinMaskedLength; })) {
+    return Ok{};
+  }
+  std::string text;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return Ok{};
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  if (!MaskSecrets(text, secrets)) return Ok{};
   std::string tmp = path + ".masking";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -28,6 +28,10 @@ Result<Outputs> ParseOutputs(const std::string& text, uint64_t cap_bytes);
 /// very long ids are shortened and suffixed with a digest.
 std::string SafeName(const std::string& instance_id);
 
+/// Replaces in `text` every occurrence of each secret (of at least
+/// kMinMaskedLength bytes) by "***". Returns whether anything matched.
+bool MaskSecrets(std::string& text, const std::vector<std::string>& secrets);
+
 /// Replaces every occurrence of each secret (of at least kMinMaskedLength
 /// bytes) in the file at `path` by "***"; rewrites the file only when
 /// something matched. A missing file is not an error.

@@ -339,6 +339,32 @@ run = ["alert"]
   EXPECT_EQ(Step("alert").state, StepState::kSucceeded);
 }
 
+TEST_F(SchedulerTest, FailFastInTheSameTurnNeverStartsTheRestOfTheBatch) {
+  auto plan = MakePlan(R"(
+[[steps]]
+id = "prep"
+run = ["x"]
+[[steps]]
+id = "other"
+needs = ["prep"]
+run = ["x"]
+[[steps]]
+id = "use"
+needs = ["prep"]
+run = ["echo", "{{steps.prep.outputs.missing}}"]
+)", "max_parallel = 4\nfail_fast = true");
+  auto summary = RunPlan(plan);
+  EXPECT_EQ(summary.state, RunState::kFailed);
+  EXPECT_EQ(Step("use").reason, "missing_output");
+  EXPECT_EQ(backend_.LaunchesOf("other").size(), 0u);
+  EXPECT_EQ(backend_.cancels.size(), 0u);
+  EXPECT_EQ(Step("other").state, StepState::kCancelled);
+  EXPECT_EQ(Step("other").reason, "fail_fast");
+  auto attempts = Attempts(plan, "other");
+  ASSERT_EQ(attempts.size(), 1u);
+  EXPECT_EQ(attempts[0].state, "cancelled");
+}
+
 TEST_F(SchedulerTest, CancelRecordsCancelledAndExits130) {
   auto plan = MakePlan(R"(
 [[steps]]
@@ -584,6 +610,9 @@ env = { TOKEN = "{{env.CRUCIBLE_TEST_TOKEN}}", SHORT = "{{env.CRUCIBLE_TEST_SHOR
     log_path = l.log_path;
     std::ofstream(l.log_path) << "using " << l.argv[1] << " and s3cr3t-t0ken again; short=ab\n";
   };
+  FakeOutcome leaky = FakeOutcome::Outputs("echo=s3cr3t-t0ken\n");
+  leaky.message = "command failed near s3cr3t-t0ken";
+  backend_.per_step["deploy"] = {leaky};
   auto summary = RunPlan(plan);
   unsetenv("CRUCIBLE_TEST_TOKEN");
   unsetenv("CRUCIBLE_TEST_SHORT");
@@ -591,6 +620,8 @@ env = { TOKEN = "{{env.CRUCIBLE_TEST_TOKEN}}", SHORT = "{{env.CRUCIBLE_TEST_SHOR
   auto launch = backend_.LaunchesOf("deploy").at(0);
   EXPECT_EQ(launch->argv[1], "--token=s3cr3t-t0ken");
   EXPECT_EQ(ReadFile(log_path), "using --token=*** and *** again; short=ab\n");
+  EXPECT_EQ(Attempts(plan, "deploy").at(0).message, "command failed near ***");
+  EXPECT_EQ(store_->GetOutputs(run_id_)->at(0).value, "***");
   store_.reset();  // checkpoint-free: read the database and its WAL as bytes
   for (const char* suffix : {"", "-wal"}) {
     std::string bytes = ReadFile(dir_ + "/state/crucible.db" + suffix);
