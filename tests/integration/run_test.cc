@@ -46,6 +46,10 @@ TEST_F(RunTest, HelloWorkflowSucceedsAndStatusSaysSucceeded) {
   }
   EXPECT_EQ(status, final_status) << "run --json prints the same object as status --json";
 
+  EngineResult trailing = RunEngine({"status", run_id, "--json", "--state-dir", state_dir_});
+  ASSERT_EQ(trailing.exit_code, 0) << "--state-dir may follow the verb: " << trailing.err;
+  EXPECT_EQ(Json(trailing.out), status);
+
   EngineResult text = Engine({"status", run_id});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("greet"), std::string::npos) << text.out;
@@ -245,6 +249,53 @@ run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Read(out), hostile);
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/pwned"));
+}
+
+// Disabled until the scheduler writes params_json / CRUCIBLE_UPSTREAM without
+// nlohmann's throwing dump(): a --set value that is not UTF-8 aborts the engine
+// (json type_error 316). Enable once fixed.
+TEST_F(RunTest, DISABLED_NonUtf8ArgvBytesArriveIntact) {
+  std::string out = dir_ + "/received";
+  std::string wf = Write("hostile.toml", R"(
+[workflow]
+name = "hostile"
+
+[params]
+v = ""
+
+[[steps]]
+id = "echo"
+run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v}}"]
+)");
+  const std::string hostile = "a\xff\xfe b";
+  EngineResult r = Engine({"run", wf, "--set", "v=" + hostile});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Read(out), hostile);
+}
+
+TEST_F(RunTest, PluginWarningsPrintAfterTheRunIdAndDoNotFail) {
+  std::string wf = Write("warn.toml", R"([workflow]
+name = "warn"
+
+[backends.localproc]
+use_cgroups = false
+
+[[steps]]
+id = "fan"
+for_each = ["x", "y"]
+run = ["true"]
+resources = { cpu = 1 }
+)");
+  EngineResult v = Engine({"validate", wf});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  std::regex warning(R"(warn\.toml:11:\d+: warning: step "fan": [^\n]*cpu)");
+  EXPECT_TRUE(std::regex_search(v.err, warning)) << v.err;
+  EXPECT_EQ(v.err.find("warning"), v.err.rfind("warning")) << "one finding per [[steps]] entry: " << v.err;
+
+  EngineResult r = Engine({"run", wf});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::regex_match(FirstLine(r.err), std::regex(R"(\d{8}-\d{6}-[0-9a-z]+)"))) << r.err;
+  EXPECT_TRUE(std::regex_search(r.err, warning)) << r.err;
 }
 
 TEST_F(RunTest, StateDirDefaultsToTheEnvironmentVariable) {
