@@ -1,4 +1,4 @@
-// SIGINT to a running `run`: exit 130, cancelled recorded, no step process left.
+// SIGINT (and SIGTERM) to a running `run`: exit 130, cancelled recorded, no step process left.
 #include <signal.h>
 
 #include <cerrno>
@@ -8,9 +8,9 @@
 namespace crucible::testing {
 namespace {
 
-using SignalTest = IntegrationTest;
+class SignalTest : public IntegrationTest, public ::testing::WithParamInterface<int> {};
 
-TEST_F(SignalTest, SigintCancelsTheRunExits130AndLeavesNoStepProcess) {
+TEST_P(SignalTest, StopSignalCancelsTheRunExits130AndLeavesNoStepProcess) {
   std::string pid_file = dir_ + "/step.pid";
   std::string wf = Write("long.toml", R"(
 [workflow]
@@ -37,7 +37,7 @@ run = ["true"]
   pid_t step_pid = std::stoi(Read(pid_file));
   ASSERT_GT(step_pid, 0);
 
-  ASSERT_EQ(kill(engine->pid(), SIGINT), 0);
+  ASSERT_EQ(kill(engine->pid(), GetParam()), 0);
   EngineResult r = engine->Wait(std::chrono::seconds(30));
   EXPECT_EQ(r.exit_code, 130) << r.err;
 
@@ -55,6 +55,11 @@ run = ["true"]
   ASSERT_EQ(s.exit_code, 0) << s.err;
   EXPECT_EQ(Json(s.out)["state"], "cancelled");
 }
+
+INSTANTIATE_TEST_SUITE_P(SigintAndSigterm, SignalTest, ::testing::Values(SIGINT, SIGTERM),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(info.param == SIGINT ? "Sigint" : "Sigterm");
+                         });
 
 }  // namespace
 }  // namespace crucible::testing
