@@ -273,6 +273,26 @@ run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v
   EXPECT_EQ(Read(out), hostile);
 }
 
+// Disabled for the same reason: a step output that is not UTF-8 aborts the
+// engine when the dependent's CRUCIBLE_UPSTREAM JSON is written. Enable once fixed.
+TEST_F(RunTest, DISABLED_NonUtf8OutputDoesNotAbortTheEngine) {
+  std::string wf = Write("nonutf8.toml", R"([workflow]
+name = "nonutf8"
+
+[[steps]]
+id = "a"
+shell = "printf 'x=a\\377b\\n' >> \"$CRUCIBLE_OUTPUT\""
+
+[[steps]]
+id = "b"
+needs = ["a"]
+run = ["true"]
+)");
+  EngineResult r = Engine({"run", wf, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(StepOf(Json(r.out), "b")["state"], "succeeded");
+}
+
 TEST_F(RunTest, PluginWarningsPrintAfterTheRunIdAndDoNotFail) {
   std::string wf = Write("warn.toml", R"([workflow]
 name = "warn"
