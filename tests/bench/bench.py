@@ -52,12 +52,24 @@ def write_ninja(path, steps):
 
 
 def measure(argv, cwd):
-    """Runs argv; returns (wall seconds, peak RSS MiB, exit code)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 1024.0, os.waitstatus_to_exitcode(status)
+    """Runs argv; returns (wall seconds, peak RSS MiB, exit code).
+
+    Peak RSS comes from GNU time, which forks from a small process: Linux
+    carries a forking parent's peak RSS across exec, so measuring a child of
+    this Python process directly would report Python's size.
+    """
+    fd, report = tempfile.mkstemp(prefix="crucible-bench-rss-")
+    os.close(fd)
+    try:
+        start = time.perf_counter()
+        rc = subprocess.call(["/usr/bin/time", "-q", "-f", "%M", "-o", report] + argv, cwd=cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        with open(report) as f:
+            rss_kb = int(f.read().strip().splitlines()[-1])
+    finally:
+        os.remove(report)
+    return wall, rss_kb / 1024.0, rc
 
 
 def run_shape(engine, ninja, name, steps, jobs, repeat, work):
