@@ -5,11 +5,21 @@
 //
 //   pending --(needs finished, `when` true, slot free)--> running
 //   pending --(`when` false)--> skipped {upstream_failed | condition_false}
-//   pending --(cancel, fail_fast, run deadline)--> cancelled / skipped
+//   pending --(an upstream output key is missing)--> failed {missing_output}, no attempt
+//   pending --(cancel, run deadline)--> cancelled {cancelled | timeout}
+//   pending --(after fail_fast, `when` = on_success)--> skipped {fail_fast}
 //   running --(attempt succeeded)--> succeeded
 //   running --(attempt failed, retry allowed)--> running (next attempt after backoff)
-//   running --(attempt failed, no retry left)--> failed
-//   running --(cancel)--> cancelled
+//   running --(attempt failed, no retry left)--> failed {exited | timeout | oom_killed | lost | ...}
+//   running --(cancel, run deadline, fail_fast)--> cancelled {cancelled | timeout | fail_fast}
+//
+// Retries: `retries` counts failures matching retry_on; lost / backend_error
+// attempts are retried max_infra_retries times without being counted. Backoff
+// retry_delay * 2^(attempt-1), capped at 5 minutes, +-10% jitter.
+//
+// Files: logs at <state_dir>/logs/<run_id>/<SafeName(instance)>.attempt-<N>.log
+// (one directory per run), work dirs <state_dir>/work/<run_id>/<SafeName>-<N>
+// (created by the backend).
 //
 // One thread: start() returns at once and completions come back through
 // Backend::Poll(); the loop sleeps on a Waker (an eventfd the backends signal

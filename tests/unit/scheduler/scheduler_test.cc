@@ -698,6 +698,26 @@ run = ["x"]
   EXPECT_EQ(outputs->at(0).value, "hello");
 }
 
+TEST_F(SchedulerTest, StorageFullStopsDispatchAndReturnsTheError) {
+  std::string items;
+  for (int i = 0; i < 300; ++i) items += (i ? ", \"" : "\"") + std::to_string(i) + "\"";
+  auto plan = MakePlan("[[steps]]\nid = \"w\"\nfor_each = [" + items + "]\nrun = [\"w\"]\n", "max_parallel = 2");
+  backend_.script = [](const host::LaunchSpec&) { return FakeOutcome::Outputs("blob=" + std::string(3000, 'x')); };
+  bool capped = false;
+  backend_.on_start = [&](const host::LaunchSpec&) {
+    if (capped) return;
+    capped = true;
+    ASSERT_TRUE(store_->ExecForTesting("PRAGMA max_page_count = 1").ok());  // clamps to the current size
+  };
+  options_for_next_run_.run_id = run_id_;
+  Scheduler sched(plan, *store_, {{"localproc", &backend_}}, clock_, waker_, &observer_, options_for_next_run_);
+  auto result = sched.Run();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, ErrorCode::kStorageFull) << result.error().message;
+  EXPECT_LT(backend_.launches.size(), 300u);
+  EXPECT_EQ(store_->GetRun(run_id_)->state, RunState::kRunning);  // left for a later resume
+}
+
 TEST_F(SchedulerTest, TenThousandStepFanOutRunsFast) {
   std::string items;
   items.reserve(10000 * 8);

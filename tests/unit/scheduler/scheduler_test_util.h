@@ -112,6 +112,7 @@ class SchedulerTest : public ::testing::Test {
   fake::FakeBackend backend_{"localproc", clock_, waker_};
   RecordingObserver observer_;
   std::unique_ptr<Scheduler> scheduler_;
+  RunOptions options_for_next_run_;
 };
 
 }  // namespace crucible::scheduler
