@@ -251,10 +251,7 @@ run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/pwned"));
 }
 
-// Disabled until the scheduler writes params_json / CRUCIBLE_UPSTREAM without
-// nlohmann's throwing dump(): a --set value that is not UTF-8 aborts the engine
-// (json type_error 316). Enable once fixed.
-TEST_F(RunTest, DISABLED_NonUtf8ArgvBytesArriveIntact) {
+TEST_F(RunTest, NonUtf8ArgvBytesArriveIntact) {
   std::string out = dir_ + "/received";
   std::string wf = Write("hostile.toml", R"(
 [workflow]
@@ -273,9 +270,9 @@ run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v
   EXPECT_EQ(Read(out), hostile);
 }
 
-// Disabled for the same reason: a step output that is not UTF-8 aborts the
-// engine when the dependent's CRUCIBLE_UPSTREAM JSON is written. Enable once fixed.
-TEST_F(RunTest, DISABLED_NonUtf8OutputDoesNotAbortTheEngine) {
+// A step output that is not UTF-8 reaches the dependent's CRUCIBLE_UPSTREAM
+// JSON with the bad bytes replaced, and does not stop the engine.
+TEST_F(RunTest, NonUtf8OutputDoesNotAbortTheEngine) {
   std::string wf = Write("nonutf8.toml", R"([workflow]
 name = "nonutf8"
 

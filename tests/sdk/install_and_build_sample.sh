@@ -47,4 +47,31 @@ out=$(CRUCIBLE_PLUGIN_PATH="$tmp/sample" "$tmp/prefix/bin/crucible-engine" resul
      python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["run_id"])')")
 echo "$out"
 grep -q "argc" <<<"$out"
+
+# Per-step options reach the plugin: [steps.sample] max_argc = 2 refuses a 3-argument step.
+cat > "$tmp/wf2.toml" <<'TOML'
+[workflow]
+name = "on-sample-limited"
+backend = "sample"
+
+[[steps]]
+id = "too-long"
+retry_delay = "10ms"
+run = ["a", "b", "c"]
+[steps.sample]
+max_argc = 2
+TOML
+set +e
+CRUCIBLE_PLUGIN_PATH="$tmp/sample" "$tmp/prefix/bin/crucible-engine" run "$tmp/wf2.toml" --state-dir "$tmp/state2" --json >"$tmp/out2.json" 2>/dev/null
+rc=$?
+set -e
+test "$rc" -eq 1
+python3 - "$tmp/out2.json" <<'PY'
+import json, sys
+status = json.load(open(sys.argv[1]))
+step = status["steps"][0]
+assert step["state"] == "failed", step
+assert step["reason"] == "backend_error", step
+assert step["attempts"] == 4, step  # one attempt and three infrastructure retries
+PY
 echo "sdk install and out-of-tree plugin: ok"

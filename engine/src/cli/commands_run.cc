@@ -18,6 +18,7 @@
 #include "cli/terminal.h"
 #include "cli/validate_pipeline.h"
 #include "cli/views.h"
+#include "common/sha256.h"
 #include "scheduler/scheduler.h"
 
 namespace crucible::cli {
@@ -127,8 +128,8 @@ int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
   std::ifstream in(a.file, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
-  if (!in) {
-    std::cerr << a.file << ": error: cannot read the workflow file again\n";
+  if (!in || Sha256Hex(text.str()) != wf.spec.source_sha256) {
+    std::cerr << a.file << ": error: the workflow file changed while it was being read; run it again\n";
     return kExitUsage;
   }
 
@@ -179,6 +180,7 @@ int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
   options.source_sha256 = wf.spec.source_sha256;
   options.max_parallel = a.max_parallel;
   options.keep_work = a.keep_work;
+  options.step_options = wf.step_options;
 
   scheduler::Scheduler sched(wf.plan, **store, backends, clock, waker, &reporter, options);
   g_scheduler.store(&sched);

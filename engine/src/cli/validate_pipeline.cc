@@ -101,7 +101,8 @@ void CheckSubTables(const StepFields& fields, const std::string& prefix, const h
 
 int CheckBackends(const WorkflowSpec& spec, const plan::Plan* plan, const plan::PlanOptions& options,
                   const host::PluginHost& host, Diagnostics& out,
-                  std::map<std::string, std::vector<host::OptionValue>>* backend_options) {
+                  std::map<std::string, std::vector<host::OptionValue>>* backend_options,
+                  std::vector<std::vector<host::OptionValue>>* step_options_out) {
   bool unknown_named = false;
   Diagnostics diags(out.file());  // sorted into `out` by position at the end
 
@@ -153,6 +154,7 @@ int CheckBackends(const WorkflowSpec& spec, const plan::Plan* plan, const plan::
   // 4. What each backend cannot honour, per step instance, each finding once per [[steps]] entry.
   if (plan != nullptr) {
     std::set<std::tuple<std::string, int, std::string, std::string>> seen;
+    if (step_options_out != nullptr) step_options_out->assign(plan->step_count(), {});
     for (const plan::PlannedStep& ps : plan->steps()) {
       const host::Plugin* plugin = host.Find(ps.backend);
       if (plugin == nullptr || ps.spec_index >= spec.steps.size()) continue;
@@ -161,6 +163,7 @@ int CheckBackends(const WorkflowSpec& spec, const plan::Plan* plan, const plan::
       if (it != ps.backend_options.end()) {
         Diagnostics scratch(diags.file());  // already reported per [[steps]] entry above
         step_options = plugin->CheckOptions(it->second, CRUCIBLE_SCOPE_STEP, "steps." + ps.backend, scratch);
+        if (step_options_out != nullptr) (*step_options_out)[&ps - plan->steps().data()] = step_options;
       }
       std::vector<host::Plugin::StepFinding> findings =
           plugin->CheckStep(ps.id, ps.image, ps.cpu_millicores, ps.memory_bytes, ps.timeout_ms, typed[ps.backend],
@@ -210,14 +213,16 @@ ValidationOutcome ValidateWorkflow(const std::string& file, const plan::PlanOpti
   }
   std::optional<plan::Plan> plan = plan::Plan::Build(*spec, options, diags);
   std::map<std::string, std::vector<host::OptionValue>> backend_options;
-  int code = CheckBackends(*spec, plan ? &*plan : nullptr, options, host, diags, &backend_options);
+  std::vector<std::vector<host::OptionValue>> step_options;
+  int code = CheckBackends(*spec, plan ? &*plan : nullptr, options, host, diags, &backend_options, &step_options);
   if (!plan || diags.has_errors()) {
     outcome.exit_code = code == 0 ? 2 : code;
     return outcome;
   }
   outcome.exit_code = code;
   if (code == 0) {
-    outcome.workflow = ValidatedWorkflow{std::move(*spec), std::move(*plan), std::move(backend_options)};
+    outcome.workflow = ValidatedWorkflow{std::move(*spec), std::move(*plan), std::move(backend_options),
+                                         std::move(step_options)};
   }
   return outcome;
 }

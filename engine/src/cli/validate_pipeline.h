@@ -23,6 +23,8 @@ struct ValidatedWorkflow {
   plan::Plan plan;
   /// Validated [backends.NAME] values for every backend a step uses.
   std::map<std::string, std::vector<host::OptionValue>> backend_options;
+  /// Validated [steps.NAME] values per TaskId, for the step's own backend.
+  std::vector<std::vector<host::OptionValue>> step_options;
 };
 
 /// What validation concluded.
@@ -40,10 +42,12 @@ ValidationOutcome ValidateWorkflow(const std::string& file, const plan::PlanOpti
 
 /// Runs the plugin checks on an already loaded spec (and its plan, when planning
 /// succeeded). Returns 0, 2 or 3 as ValidationOutcome::exit_code, and fills
-/// `backend_options` with the validated [backends.NAME] values of used backends.
+/// `backend_options` with the validated [backends.NAME] values of used backends
+/// and `step_options` (when given) with each instance's [steps.NAME] values.
 int CheckBackends(const loader::WorkflowSpec& spec, const plan::Plan* plan, const plan::PlanOptions& options,
                   const host::PluginHost& host, Diagnostics& diags,
-                  std::map<std::string, std::vector<host::OptionValue>>* backend_options);
+                  std::map<std::string, std::vector<host::OptionValue>>* backend_options,
+                  std::vector<std::vector<host::OptionValue>>* step_options = nullptr);
 
 }  // namespace crucible::cli
 

@@ -532,7 +532,7 @@ struct Scheduler::Impl {
     }
     nlohmann::ordered_json doc;
     doc["steps"] = std::move(steps);
-    return doc.dump();
+    return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
 
   /// Renders and records one attempt; nullopt when the step failed before starting.
@@ -789,7 +789,7 @@ struct Scheduler::Impl {
     run.source_sha256 = opt.source_sha256;
     nlohmann::ordered_json params = nlohmann::ordered_json::object();
     for (const auto& [k, v] : plan.params()) params[k] = v;
-    run.params_json = params.dump();
+    run.params_json = params.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     run.state = RunState::kRunning;
     run.created_at_ms = clock.NowMs();
     run.step_count = static_cast<int>(n);
