@@ -48,6 +48,38 @@ run = ["true"]
   }
 }
 
+TEST_F(ValidateTest, SchemaAndGraphErrorsAreReportedTogetherInFileOrder) {
+  std::string wf = Write("both.toml", R"([workflow]
+name = "both"
+
+[[steps]]
+id = "a"
+run = ["true"]
+neds = ["b"]
+timeout = "5 minutes"
+
+[[steps]]
+id = "b"
+needs = ["c", "a"]
+run = ["echo", "{{params.x}}"]
+
+[[steps]]
+id = "c"
+needs = ["b"]
+shell = "echo hi"
+resources = { memory = "lots" }
+)");
+  EngineResult r = Engine({"validate", wf});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err,
+            wf + ":7:1: error: unknown key \"neds\" in step \"a\" (did you mean \"needs\"?)\n" +
+            wf + ":8:11: error: \"timeout\" must be a duration like \"30s\", \"5m\" or \"1h30m\", got \"5 minutes\"\n" +
+            wf + ":10:1: error: cycle: b -> c -> b\n" +
+            wf + ":13:7: error: step \"b\": unknown placeholder {{params.x}}\n" +
+            wf + ":19:24: error: \"memory\" must be a quantity like \"256Mi\", \"1Gi\" or \"500M\", got \"lots\"\n");
+  EXPECT_FALSE(std::filesystem::exists(state_dir_));
+}
+
 TEST_F(ValidateTest, SyntaxErrorExits2WithPosition) {
   std::string wf = Write("syntax.toml", "[workflow]\nname = \"x\"\n[[steps]\n");
   EngineResult r = Engine({"run", wf});

@@ -206,12 +206,22 @@ int CheckBackends(const WorkflowSpec& spec, const plan::Plan* plan, const plan::
 ValidationOutcome ValidateWorkflow(const std::string& file, const plan::PlanOptions& options,
                                    const host::PluginHost& host, Diagnostics& diags) {
   ValidationOutcome outcome;
-  std::optional<WorkflowSpec> spec = loader::LoadWorkflowFile(file, diags);
+  // Schema errors do not stop the planner: every error of the file is reported in one go.
+  std::optional<WorkflowSpec> spec = loader::LoadWorkflowFile(file, diags, loader::OnErrors::kPartial);
   if (!spec) {
     outcome.exit_code = 2;
     return outcome;
   }
-  std::optional<plan::Plan> plan = plan::Plan::Build(*spec, options, diags);
+  bool schema_errors = diags.has_errors();
+  plan::PlanOptions plan_options = options;
+  plan_options.after_schema_errors = schema_errors;
+  std::optional<plan::Plan> plan = plan::Plan::Build(*spec, plan_options, diags);
+  if (schema_errors) {
+    // Plugin checks would judge values the loader already refused.
+    diags.SortByPosition();
+    outcome.exit_code = 2;
+    return outcome;
+  }
   std::map<std::string, std::vector<host::OptionValue>> backend_options;
   std::vector<std::vector<host::OptionValue>> step_options;
   int code = CheckBackends(*spec, plan ? &*plan : nullptr, options, host, diags, &backend_options, &step_options);

@@ -1,6 +1,7 @@
 #include "common/diagnostic.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace crucible {
 
@@ -22,6 +23,12 @@ void Diagnostics::Error(SourcePos pos, std::string message) {
 
 void Diagnostics::Warning(SourcePos pos, std::string message) {
   all_.push_back(Diagnostic{file_, pos, Severity::kWarning, std::move(message)});
+}
+
+void Diagnostics::SortByPosition() {
+  std::stable_sort(all_.begin(), all_.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::tie(a.pos.line, a.pos.column) < std::tie(b.pos.line, b.pos.column);
+  });
 }
 
 std::string Diagnostics::Format() const {

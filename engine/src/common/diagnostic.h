@@ -34,6 +34,8 @@ class Diagnostics {
   void Warning(SourcePos pos, std::string message);
 
   bool has_errors() const { return errors_ > 0; }
+  /// Orders the diagnostics by line and column, keeping the order of equal positions.
+  void SortByPosition();
   const std::vector<Diagnostic>& all() const { return all_; }
   const std::string& file() const { return file_; }
   /// All diagnostics, one per line, in the order reported (stable for golden tests).

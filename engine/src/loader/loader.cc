@@ -848,9 +848,16 @@ std::string TooLarge(uintmax_t size) {
          " (" + std::to_string(kMaxWorkflowBytes / (1024 * 1024)) + " MiB)";
 }
 
+std::optional<WorkflowSpec> LoadText(const std::string& text, const std::string& path, Diagnostics& diags,
+                                     OnErrors on_errors);
+
 }  // namespace
 
 std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostics& diags) {
+  return LoadWorkflowFile(path, diags, OnErrors::kNothing);
+}
+
+std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostics& diags, OnErrors on_errors) {
   std::error_code ec;
   fs::file_status status = fs::status(path, ec);
   if (ec || !fs::exists(status)) {
@@ -887,10 +894,17 @@ std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostic
     diags.Error(SourcePos{}, std::string("cannot read workflow file: ") + std::strerror(errno));
     return std::nullopt;
   }
-  return LoadWorkflowText(text, path, diags);
+  return LoadText(text, path, diags, on_errors);
 }
 
 std::optional<WorkflowSpec> LoadWorkflowText(const std::string& text, const std::string& path, Diagnostics& diags) {
+  return LoadText(text, path, diags, OnErrors::kNothing);
+}
+
+namespace {
+
+std::optional<WorkflowSpec> LoadText(const std::string& text, const std::string& path, Diagnostics& diags,
+                                     OnErrors on_errors) {
   if (text.size() > kMaxWorkflowBytes) {
     diags.Error(SourcePos{}, TooLarge(text.size()));
     return std::nullopt;
@@ -915,8 +929,9 @@ std::optional<WorkflowSpec> LoadWorkflowText(const std::string& text, const std:
   builder.Build(root, spec);
   bool failed = builder.has_errors();
   builder.Emit(diags);
-  if (failed) return std::nullopt;
+  if (failed && on_errors == OnErrors::kNothing) return std::nullopt;
   return spec;
 }
 
+}  // namespace
 }  // namespace crucible::loader

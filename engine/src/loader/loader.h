@@ -31,6 +31,17 @@ std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostic
 /// Loads `text` as if read from `path` (whose directory anchors `inputs`).
 std::optional<WorkflowSpec> LoadWorkflowText(const std::string& text, const std::string& path, Diagnostics& diags);
 
+/// Whether a spec with schema errors is still handed back.
+enum class OnErrors {
+  kNothing,  ///< nullopt when `diags` has errors
+  kPartial,  ///< the spec as far as it could be read (values in error left out), so that
+             ///< the planner can report its own errors in the same run; nullopt only when
+             ///< the file could not be read or parsed at all
+};
+
+/// LoadWorkflowFile with a choice of what to return on schema errors.
+std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostics& diags, OnErrors on_errors);
+
 }  // namespace crucible::loader
 
 #endif  // CRUCIBLE_LOADER_LOADER_H_

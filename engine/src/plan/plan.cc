@@ -274,7 +274,7 @@ void Planner::ExpandInstances() {
       ps.step_id = spec_.steps[s].id.value;
       ps.spec_index = s;
       ps.pos = spec_.steps[s].pos;
-      if (!plan.index_.emplace(ps.id, t).second) {
+      if (!plan.index_.emplace(ps.id, t).second && !options_.after_schema_errors) {
         Error(spec_.steps[s].for_each.pos,
               "step \"" + ps.step_id + "\": for_each gives the instance \"" + ps.id + "\" twice");
       }
@@ -475,6 +475,7 @@ void Planner::PlanStep(uint32_t s) {
   step_ = s;
   const StepSpec& spec_step = spec_.steps[s];
   StepFields m = MergeDefaults(spec_.defaults, spec_step);
+  if (options_.after_schema_errors && (m.run.has_value() == m.shell.has_value())) return;
   if (m.run && m.shell) {
     Error(spec_step.pos, "step \"" + spec_step.id.value + "\" has both \"run\" and \"shell\" (give exactly one)");
     return;
@@ -515,7 +516,7 @@ void Planner::PlanStep(uint32_t s) {
       std::optional<Template> v = Resolve(value.value, value.pos, false, nullptr);
       if (v) ps.env.emplace_back(key, std::move(*v));
     }
-    if (m.inputs) ExpandInputs(*m.inputs, &ps);
+    if (m.inputs && !options_.after_schema_errors) ExpandInputs(*m.inputs, &ps);
     if (m.image) {
       std::optional<Template> image = Resolve(m.image->value, m.image->pos, false, "image");
       if (image) ps.image = image->literal();

@@ -101,6 +101,10 @@ struct PlanOptions {
   std::vector<std::pair<std::string, std::string>> params;
   /// --backend NAME: overrides [workflow] backend (not steps that name their own).
   std::optional<std::string> backend;
+  /// The spec is partial: the loader reported errors (loader::OnErrors::kPartial).
+  /// Only graph and placeholder errors are reported then; what the loader already
+  /// judged (run/shell, inputs, duplicate ids) is not reported a second time.
+  bool after_schema_errors = false;
 };
 
 class Planner;
