@@ -158,6 +158,22 @@ x = 1
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("sub.toml:"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("localprc"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("did you mean \"localproc\""), std::string::npos) << r.err;
+}
+
+TEST_F(ValidateTest, MisspeltResourcesTableSuggestsResources) {
+  std::string wf = Write("res.toml", R"([workflow]
+name = "res"
+
+[[steps]]
+id = "a"
+run = ["true"]
+[steps.resorces]
+cpu = 1
+)");
+  EngineResult r = Engine({"validate", wf});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, wf + ":7:1: error: unknown backend sub-table [steps.resorces] (did you mean \"resources\"?)\n");
 }
 
 TEST_F(ValidateTest, GraphPrintsDot) {

@@ -90,7 +90,10 @@ void CheckSubTables(const StepFields& fields, const std::string& prefix, const h
   for (const auto& [name, table] : fields.backend_options) {
     const host::Plugin* plugin = host.Find(name);
     if (plugin == nullptr) {
-      diags.Error(table.pos, "unknown backend sub-table [" + prefix + "." + name + "]" + UnknownBackendHint(name, host));
+      // A misspelt step table (`[steps.resorces]`) reads as a backend sub-table: suggest both kinds.
+      std::string hint = DidYouMean(name, {"env", "resources"});
+      if (hint.empty()) hint = UnknownBackendHint(name, host);
+      diags.Error(table.pos, "unknown backend sub-table [" + prefix + "." + name + "]" + hint);
       continue;
     }
     plugin->CheckOptions(table, CRUCIBLE_SCOPE_STEP, prefix + "." + name, diags);
