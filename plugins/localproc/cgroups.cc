@@ -232,7 +232,8 @@ std::unique_ptr<Slot> CgroupPool::MakeSlot(int index, std::string* err) {
     ::rmdir(slot->track_dir.c_str());
     return nullptr;
   }
-  slot->has_kill_file = track_.v2 && Exists(slot->track_dir + "/cgroup.kill");
+  if (track_.v2) slot->kill_fd = ::open((slot->track_dir + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC);
+  slot->has_kill_file = slot->kill_fd >= 0;
   if (!memory_.parent.empty()) {
     if (memory_.parent == track_.parent) {
       if (Exists(slot->track_dir + "/memory.max")) {
@@ -269,7 +270,7 @@ std::unique_ptr<Slot> CgroupPool::MakeSlot(int index, std::string* err) {
 }
 
 void CgroupPool::DestroySlot(Slot* slot) {
-  for (int* fd : {&slot->track_procs_fd, &slot->memory_procs_fd, &slot->cpu_procs_fd}) {
+  for (int* fd : {&slot->track_procs_fd, &slot->memory_procs_fd, &slot->cpu_procs_fd, &slot->kill_fd}) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
@@ -362,7 +363,7 @@ void CgroupPool::SignalAll(const Slot& slot, int sig) {
 }
 
 void CgroupPool::KillAll(const Slot& slot) {
-  if (slot.has_kill_file && WriteFile(slot.track_dir + "/cgroup.kill", "1") == 0) return;
+  if (slot.kill_fd >= 0 && ::write(slot.kill_fd, "1", 1) == 1) return;
   // No cgroup.kill: repeat until no process is left, so a fork racing the kill is caught too.
   for (int round = 0; round < 20; ++round) {
     std::vector<pid_t> pids = ListProcs(slot.track_dir);

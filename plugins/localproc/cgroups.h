@@ -44,11 +44,12 @@ struct Slot {
   int track_procs_fd = -1;
   int memory_procs_fd = -1;
   int cpu_procs_fd = -1;
+  int kill_fd = -1;            ///< v2 cgroup.kill, kept open (-1: none)
   bool memory_shared = false;  ///< memory_dir == track_dir (pure v2)
   bool cpu_shared = false;     ///< cpu_dir == track_dir (pure v2)
   int64_t memory_set = 0;      ///< limit now written (0: unlimited)
   int64_t cpu_set = 0;         ///< millicores now written (0: unlimited)
-  bool has_kill_file = false;  ///< v2 cgroup.kill exists
+  bool has_kill_file = false;  ///< v2 cgroup.kill exists (and kill_fd is open)
 };
 
 /// What the pool can enforce here.

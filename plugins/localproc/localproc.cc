@@ -3,7 +3,18 @@
 // Design:
 //   - Start() runs on the engine's scheduler thread: it prepares the working
 //     directory, spawns the child (spawn.h) straight into a pooled cgroup slot
-//     (cgroups.h) and returns the handle "pid=P start=T pgid=G" at once.
+//     (cgroups.h) and returns the handle "pid=P start=T pgid=G" at once. The
+//     executable is looked up in PATH here, once per argv[0] and PATH value,
+//     so the child (while the engine waits in vfork) execs the right file first.
+//   - Files cost more than processes: on ext4 without a journal, creating an
+//     inode scans past every inode deleted in the last seconds, so a no-op step
+//     that creates and deletes a directory and two files gets slower as the run
+//     goes on. So a step creates nothing it does not need: the log file is
+//     created on the first byte of output (a silent step has none; its path is
+//     still recorded and reads as empty), CRUCIBLE_OUTPUT is created by the step
+//     if it writes outputs, and an emptied working directory (with its upstream
+//     file) is renamed into a spare pool and renamed into place for a later
+//     attempt instead of being removed and made again (WorkDirRecycler).
 //   - One waiter thread serves every attempt: an epoll loop over a pidfd per
 //     child, the read end of each child's output pipe, and an eventfd that
 //     brings new attempts, cancel requests and the stop request. Deadlines
@@ -18,8 +29,9 @@
 //   - When the step's main process exits, whatever is left of its tree is
 //     killed (the step is over; nothing it started outlives it), the pipe is
 //     drained of what is already written (not waiting for EOF, which a killed
-//     grandchild might delay), the outputs file is read and the working
-//     directory removed; the result is queued and host.Wake() called.
+//     grandchild might delay), the outputs file is read, the result is queued
+//     and host.Wake() called; then, off the engine's critical path, the
+//     working directory is recycled or removed (destroy waits for that too).
 //   - Timeout and cancel: SIGTERM to the whole tree (process group plus every
 //     process in the cgroup slot, setsid ones included), then SIGKILL to the
 //     tree after a grace: kill_grace (default 5 s) for timeouts, the grace the
@@ -33,6 +45,8 @@
 // are guarded by mu_.
 #include <fcntl.h>
 #include <signal.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -150,11 +164,14 @@ struct Attempt {
   pid_t pid = -1;
   int pidfd = -1;
   int out_fd = -1;  ///< read end of the output pipe, -1 once closed
-  int log_fd = -1;
+  int log_fd = -1;  ///< -1 until the first byte of output (or when it cannot be opened)
+  std::string log_path;
+  bool log_failed = false;  ///< opening the log failed: output is counted as dropped
   uint64_t log_cap = 0;
   uint64_t kept = 0;
   uint64_t dropped = 0;
   Slot* slot = nullptr;
+  bool had_slot = false;  ///< ran in a cgroup slot (its whole tree is killed at the end)
   bool oom_tracked = false;
   uint64_t oom_before = 0;
   int64_t started_ms = 0;
@@ -163,9 +180,211 @@ struct Attempt {
   StopReason stop = StopReason::kNone;
   std::string work_dir;
   std::string output_path;
+  bool upstream_written = false;
   bool keep_work = false;
   uint64_t output_cap = 0;
   std::string message;  ///< set at start (exec failure)
+};
+
+/// Keeps emptied working directories and upstream files for reuse.
+///
+/// A finished attempt's directory, once the files in it are removed (the
+/// upstream file the backend wrote is kept), is renamed into <parent>/+crucible-spare-<pid>-<n>/ (as
+/// d<N>, the file as f<N>) and later renamed into place as a new attempt's
+/// fresh working directory: no inode is made or freed per step. '+' never
+/// appears in a name the engine makes (SafeName), so spares cannot collide
+/// with a step's directory. A changed mode or owner, a subdirectory or a
+/// hard-linked upstream file, and the directory is removed as before instead. The pool holds at most kMaxSpares of each per parent.
+///
+/// Thread-safety: every call locks the pool; Take* run on the engine thread,
+/// Recycle on the waiter.
+class WorkDirRecycler {
+ public:
+  static constexpr size_t kMaxSpares = 64;
+
+  ~WorkDirRecycler() {
+    for (auto& [parent, pool] : pools_) {
+      std::error_code ec;
+      fs::remove_all(pool.root, ec);
+    }
+  }
+
+  /// Renames a spare directory to work_dir; false when there is none (or it could not be used).
+  bool TakeDir(const std::string& work_dir) {
+    std::string spare;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Pool* pool = Find(Parent(work_dir));
+      if (pool == nullptr || pool->dirs.empty()) return false;
+      spare = pool->root + "/d" + std::to_string(pool->dirs.back());
+      pool->dirs.pop_back();
+    }
+    if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, work_dir.c_str(), RENAME_NOREPLACE) == 0) return true;
+    ::rmdir(spare.c_str());
+    return false;
+  }
+
+  /// Renames a spare file to path (in a directory just taken); false when there is none.
+  bool TakeFile(const std::string& work_dir, const std::string& path) {
+    std::string spare;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Pool* pool = Find(Parent(work_dir));
+      if (pool == nullptr || pool->files.empty()) return false;
+      spare = pool->root + "/f" + std::to_string(pool->files.back());
+      pool->files.pop_back();
+    }
+    if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return true;
+    ::unlink(spare.c_str());
+    return false;
+  }
+
+  /// Records the mode a freshly made working directory gets (the first one made).
+  void NoteFreshDir(const std::string& work_dir) {
+    struct stat st;
+    if (fresh_dir_mode_.load() >= 0 || ::stat(work_dir.c_str(), &st) != 0) return;
+    fresh_dir_mode_.store(static_cast<int>(st.st_mode & 07777));
+  }
+
+  /// Empties work_dir into the pool when it can; otherwise removes it.
+  void Recycle(const std::string& work_dir, const char* upstream_name) {
+    if (!TryRecycle(work_dir, upstream_name)) {
+      std::error_code ec;
+      if (::rmdir(work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(work_dir, ec);
+    }
+  }
+
+ private:
+  struct Pool {
+    std::string root;
+    std::vector<uint64_t> dirs;
+    std::vector<uint64_t> files;
+    uint64_t next = 0;
+  };
+
+  static std::string Parent(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+  }
+
+  Pool* Find(const std::string& parent) {
+    auto it = pools_.find(parent);
+    return it == pools_.end() ? nullptr : &it->second;
+  }
+
+  /// The pool of parent, its spare directory made on first use; nullptr when it cannot be made.
+  Pool* FindOrMake(const std::string& parent) {
+    if (Pool* p = Find(parent)) return p;
+    static std::atomic<int> counter{0};
+    std::string root = parent + "/+crucible-spare-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+    if (::mkdir(root.c_str(), 0700) != 0) return nullptr;
+    Pool& p = pools_[parent];
+    p.root = root;
+    return &p;
+  }
+
+  bool TryRecycle(const std::string& work_dir, const char* upstream_name) {
+    int mode = fresh_dir_mode_.load();
+    if (mode < 0) return false;
+    int dfd = ::open(work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) return false;
+    struct stat st;
+    // Only what we made, as we made it: same owner and mode, no subdirectory.
+    bool ok = ::fstat(dfd, &st) == 0 && st.st_uid == ::geteuid() && static_cast<int>(st.st_mode & 07777) == mode &&
+              st.st_nlink == 2;
+    bool has_upstream = false;
+    DIR* dir = ok ? ::fdopendir(dfd) : nullptr;
+    if (dir == nullptr) {
+      ::close(dfd);
+      return false;
+    }
+    while (ok) {
+      errno = 0;
+      const dirent* e = ::readdir(dir);
+      if (e == nullptr) {
+        ok = errno == 0;
+        break;
+      }
+      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+      if (std::strcmp(e->d_name, upstream_name) != 0) {
+        // What the step left (its outputs file, say): a file goes, a directory (nlink) was ruled out.
+        ok = ::unlinkat(::dirfd(dir), e->d_name, 0) == 0;
+        continue;
+      }
+      struct stat fst;
+      ok = ::fstatat(::dirfd(dir), upstream_name, &fst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fst.st_mode) &&
+           fst.st_nlink == 1 && fst.st_uid == ::geteuid() && (fst.st_mode & 07777) == 0644;
+      has_upstream = true;
+    }
+    if (!ok) {
+      ::closedir(dir);
+      return false;
+    }
+    std::string dir_dest, file_dest;
+    uint64_t id = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Pool* pool = FindOrMake(Parent(work_dir));
+      if (pool == nullptr || pool->dirs.size() >= kMaxSpares) {
+        ::closedir(dir);
+        return false;
+      }
+      id = pool->next++;
+      dir_dest = pool->root + "/d" + std::to_string(id);
+      if (has_upstream && pool->files.size() < kMaxSpares) file_dest = pool->root + "/f" + std::to_string(id);
+    }
+    bool file_kept = false;
+    if (has_upstream) {
+      if (!file_dest.empty() && ::renameat(::dirfd(dir), upstream_name, AT_FDCWD, file_dest.c_str()) == 0) {
+        file_kept = true;
+      } else if (::unlinkat(::dirfd(dir), upstream_name, 0) != 0) {
+        ::closedir(dir);
+        return false;
+      }
+    }
+    ::closedir(dir);
+    bool dir_kept = ::rename(work_dir.c_str(), dir_dest.c_str()) == 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    Pool* pool = Find(Parent(work_dir));
+    if (file_kept) pool->files.push_back(id);
+    if (dir_kept) pool->dirs.push_back(id);
+    return dir_kept;
+  }
+
+  std::mutex mu_;
+  std::unordered_map<std::string, Pool> pools_;  ///< by parent directory; guarded by mu_
+  std::atomic<int> fresh_dir_mode_{-1};
+};
+
+/// The first path to try for argv0 (PATH searched in the parent), cached per argv0 and PATH.
+/// Relative PATH entries depend on the working directory and are left to the child.
+class ExecutableCache {
+ public:
+  /// The candidates for the child: the resolved file first, then the full search as a fallback.
+  std::vector<std::string> Candidates(const std::string& argv0, const std::string& path_env) {
+    std::vector<std::string> all = ExecutableCandidates(argv0, path_env);
+    if (argv0.find('/') != std::string::npos) return all;
+    for (const std::string& c : all) {
+      if (c.empty() || c[0] != '/') return all;
+    }
+    std::string key = argv0 + '\0' + path_env;
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+      for (const std::string& c : all) {
+        struct stat st;
+        if (::stat(c.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(c.c_str(), X_OK) == 0) {
+          it = cache_.emplace(key, c).first;
+          break;
+        }
+      }
+      if (it == cache_.end()) return all;
+    }
+    all.insert(all.begin(), it->second);
+    return all;
+  }
+
+ private:
+  std::unordered_map<std::string, std::string> cache_;  ///< engine thread only
 };
 
 /// Options as this plugin reads them.
@@ -295,11 +514,16 @@ class LocalProcBackend : public sdk::Backend {
     for (std::string& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
 
-    a->log_fd = ::open(launch.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (a->log_fd < 0) {
-      int err = errno;
-      RemoveWorkDir(*a);
-      throw std::runtime_error(Errno("localproc: cannot open log " + launch.log_path, err));
+    // The log is created on the first byte of output; its directory must be writable now.
+    a->log_path = launch.log_path;
+    {
+      size_t slash = a->log_path.find_last_of('/');
+      std::string log_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : a->log_path.substr(0, slash);
+      if (::access(log_dir.c_str(), W_OK | X_OK) != 0) {
+        int err = errno;
+        RemoveWorkDir(*a);
+        throw std::runtime_error(Errno("localproc: cannot open log " + launch.log_path, err));
+      }
     }
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -311,7 +535,7 @@ class LocalProcBackend : public sdk::Backend {
     ::fcntl(a->out_fd, F_SETFL, O_NONBLOCK);
 
     SpawnRequest req;
-    req.candidates = ExecutableCandidates(launch.argv[0], path_env);
+    req.candidates = executables_.Candidates(launch.argv[0], path_env);
     req.argv = argv.data();
     req.envp = envp.data();
     req.cwd = a->work_dir.c_str();
@@ -330,6 +554,7 @@ class LocalProcBackend : public sdk::Backend {
         Abandon(a.get());
         throw sdk::Unavailable("localproc: " + err);
       }
+      a->had_slot = true;
       req.cgroup_procs_fds.push_back(a->slot->track_procs_fd);
       if (launch.memory_bytes > 0 && a->slot->memory_procs_fd >= 0)
         req.cgroup_procs_fds.push_back(a->slot->memory_procs_fd);
@@ -360,8 +585,8 @@ class LocalProcBackend : public sdk::Backend {
     if (sr.exec_errno != 0) {
       a->message = "cannot run " + launch.argv[0] + ": " + std::strerror(sr.exec_errno);
       std::string line = "crucible-engine: " + a->message + "\n";
-      if (WriteAll(a->log_fd, line.data(), std::min<uint64_t>(line.size(), a->log_cap)))
-        a->kept = std::min<uint64_t>(line.size(), a->log_cap);
+      uint64_t take = std::min<uint64_t>(line.size(), a->log_cap);
+      if (OpenLog(a.get()) && WriteAll(a->log_fd, line.data(), take)) a->kept = take;
     }
     if (have_pidfd_) a->pidfd = PidfdOpen(a->pid);
     if (launch.timeout_ms > 0) a->timeout_at = NowMonoMs() + launch.timeout_ms;
@@ -406,8 +631,15 @@ class LocalProcBackend : public sdk::Backend {
   /// Creates the working directory with its inputs, upstream file and empty outputs file.
   void PrepareWorkDir(const sdk::Launch& launch, Attempt* a) {
     std::error_code ec;
-    fs::create_directories(a->work_dir, ec);
-    if (ec) throw std::runtime_error("localproc: cannot create " + a->work_dir + ": " + ec.message());
+    bool recycled = !a->keep_work && recycler_.TakeDir(a->work_dir);
+    if (!recycled) {
+      if (::mkdir(a->work_dir.c_str(), 0777) == 0) {
+        recycler_.NoteFreshDir(a->work_dir);
+      } else if (errno != EEXIST) {
+        fs::create_directories(a->work_dir, ec);
+      }
+      if (ec) throw std::runtime_error("localproc: cannot create " + a->work_dir + ": " + ec.message());
+    }
     for (const sdk::InputFile& in : launch.inputs) {
       fs::path dest(in.dest);
       bool escapes = dest.is_absolute() || dest.empty();
@@ -428,6 +660,8 @@ class LocalProcBackend : public sdk::Backend {
     }
     if (launch.upstream_json) {
       std::string path = a->work_dir + "/" + kUpstreamFile;
+      if (recycled) recycler_.TakeFile(a->work_dir, path);
+      a->upstream_written = true;
       int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       bool ok = fd >= 0 && WriteAll(fd, launch.upstream_json->data(), launch.upstream_json->size());
       int err = errno;
@@ -437,20 +671,27 @@ class LocalProcBackend : public sdk::Backend {
         throw std::runtime_error(Errno("localproc: cannot write " + path, err));
       }
     }
+    // The step creates it when it writes outputs (`>>` or `>`); nothing to make here.
     a->output_path = a->work_dir + "/" + kOutputFile;
-    int fd = ::open(a->output_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      int err = errno;
-      RemoveWorkDir(*a);
-      throw std::runtime_error(Errno("localproc: cannot create " + a->output_path, err));
-    }
-    ::close(fd);
   }
 
   void RemoveWorkDir(const Attempt& a) {
     if (a.keep_work) return;
     std::error_code ec;
-    fs::remove_all(a.work_dir, ec);
+    if (::rmdir(a.work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(a.work_dir, ec);
+  }
+
+  /// Opens (creates) the attempt's log on first use; false when it cannot be opened.
+  bool OpenLog(Attempt* a) {
+    if (a->log_fd >= 0) return true;
+    if (a->log_failed) return false;
+    a->log_fd = ::open(a->log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (a->log_fd < 0) {
+      a->log_failed = true;
+      if (a->message.empty()) a->message = Errno("cannot open log " + a->log_path, errno) + "; output dropped";
+      return false;
+    }
+    return true;
   }
 
   /// Undoes a Start that failed before the attempt was handed to the waiter.
@@ -548,7 +789,8 @@ class LocalProcBackend : public sdk::Backend {
       }
       uint64_t room = a->log_cap > a->kept ? a->log_cap - a->kept : 0;
       uint64_t take = std::min<uint64_t>(room, static_cast<uint64_t>(n));
-      if (take > 0 && WriteAll(a->log_fd, buf, take)) a->kept += take;
+      if (take > 0 && !(OpenLog(a) && WriteAll(a->log_fd, buf, take))) take = 0;
+      a->kept += take;
       a->dropped += static_cast<uint64_t>(n) - take;
     }
   }
@@ -575,7 +817,7 @@ class LocalProcBackend : public sdk::Backend {
       ::close(a->pidfd);
       a->pidfd = -1;
     }
-    ::close(a->log_fd);
+    if (a->log_fd >= 0) ::close(a->log_fd);
     a->log_fd = -1;
     bool oom = false;
     if (a->slot != nullptr) {
@@ -616,7 +858,8 @@ class LocalProcBackend : public sdk::Backend {
       if (r.message.empty()) r.message = std::string("killed by signal ") + strsignal(r.signal);
     }
     r.outputs_text = ReadCapped(a->output_path, a->output_cap + 1);
-    RemoveWorkDir(*a);
+    std::string work_dir = a->keep_work ? std::string() : std::move(a->work_dir);
+    bool recycle = a->had_slot;
     uint64_t key = a->key;
     attempts_.erase(key);  // frees a
     {
@@ -625,6 +868,16 @@ class LocalProcBackend : public sdk::Backend {
     }
     results_cv_.notify_all();
     host_.Wake();
+    // Off the engine's critical path. Only a tree killed through its cgroup is known to be
+    // gone; without one a daemonised grandchild could still write here, so no reuse.
+    if (!work_dir.empty()) {
+      if (recycle) {
+        recycler_.Recycle(work_dir, kUpstreamFile);
+      } else {
+        std::error_code ec;
+        if (::rmdir(work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(work_dir, ec);
+      }
+    }
   }
 
   /// True when the attempt's main process has exited (without reaping it).
@@ -724,6 +977,8 @@ class LocalProcBackend : public sdk::Backend {
   Settings settings_;
   CgroupPool pool_;
   Spawner spawner_;
+  ExecutableCache executables_;  ///< engine thread only
+  WorkDirRecycler recycler_;
   int devnull_ = -1;
   int epfd_ = -1;
   int evfd_ = -1;

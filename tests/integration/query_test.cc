@@ -87,6 +87,29 @@ run = ["echo", "second"]
   EXPECT_NE(typo.err.find("did you mean \"speak\"?"), std::string::npos) << typo.err;
 }
 
+TEST_F(QueryTest, SilentStepHasNoLogFileAndLogsPrintsNothing) {
+  std::string wf = Write("silent.toml", Workflow("silent", R"([[steps]]
+id = "silent"
+run = ["true"]
+)"));
+  EngineResult r = Engine({"run", wf});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string run_id = FirstLine(r.err);
+  // Nothing was written, so no file was made for it.
+  std::vector<std::string> logs;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(state_dir_ + "/logs")) {
+    if (e.is_regular_file()) logs.push_back(e.path().string());
+  }
+  EXPECT_TRUE(logs.empty()) << logs.front();
+
+  EngineResult one = Engine({"logs", run_id, "silent"});
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.out, "");
+  EngineResult all = Engine({"logs", run_id});
+  EXPECT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(all.out, "==> silent (attempt 1) <==\n");
+}
+
 TEST_F(QueryTest, LogsFollowPrintsWhileTheStepRunsAndEndsWithIt) {
   std::string marker = dir_ + "/started";
   std::string go = dir_ + "/go";

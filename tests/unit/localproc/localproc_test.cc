@@ -102,9 +102,14 @@ class Instance {
     create_error_ = err;
   }
   ~Instance() {
-    if (backend_ != nullptr) Api()->destroy(backend_);
+    Destroy();
     std::error_code ec;
     fs::remove_all(dir_, ec);
+  }
+  /// Destroys the backend now (it finishes its cleanup first); the directory stays until the end.
+  void Destroy() {
+    if (backend_ != nullptr) Api()->destroy(backend_);
+    backend_ = nullptr;
   }
   void* backend() const { return backend_; }
   const std::string& create_error() const { return create_error_; }
@@ -115,13 +120,19 @@ class Instance {
 
   /// Starts a step under key; returns the status and fills handle/err.
   crucible_status Start(uint64_t key, const Step& s, std::string* handle = nullptr, std::string* error = nullptr) {
+    return StartWithLog(key, s, LogPath(key), error, handle);
+  }
+
+  /// Start with a chosen log path.
+  crucible_status StartWithLog(uint64_t key, const Step& s, const std::string& log, std::string* error,
+                               std::string* handle = nullptr) {
     std::vector<const char*> argv;
     for (const auto& a : s.argv) argv.push_back(a.c_str());
     std::vector<crucible_kv> env;
     for (const auto& [k, v] : s.env) env.push_back({k.c_str(), v.c_str()});
     std::vector<crucible_input_file> inputs;
     for (const auto& [src, dst] : s.inputs) inputs.push_back({src.c_str(), dst.c_str()});
-    std::string work = WorkDir(key), log = LogPath(key);
+    std::string work = WorkDir(key);
     std::string step_id = "step" + std::to_string(key);
     crucible_attempt_launch l{};
     l.struct_size = sizeof l;
@@ -373,8 +384,116 @@ TEST(LocalProcTest, WorkDirIsRemovedAfterTheAttemptUnlessKeepWork) {
   keep.keep_work = true;
   ASSERT_EQ(in.Start(2, keep), CRUCIBLE_STATUS_OK);
   ASSERT_TRUE(in.Wait(1) && in.Wait(2));
+  // Removal follows the result, off the engine's path; destroy waits for it.
+  in.Destroy();
   EXPECT_FALSE(fs::exists(in.WorkDir(1)));
   EXPECT_EQ(ReadFile(in.WorkDir(2) + "/file"), "hi\n");
+  // Nothing else is left behind (no spare directories).
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(in.dir())) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"work-2"});
+}
+
+/// The process's umask, from /proc/self/status.
+mode_t CurrentUmask() {
+  std::istringstream in(ReadFile("/proc/self/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Umask:", 0) == 0) return static_cast<mode_t>(std::strtol(line.c_str() + 6, nullptr, 8));
+  }
+  return 022;
+}
+
+TEST(LocalProcTest, EveryAttemptGetsAFreshEmptyWorkDirEvenWhenDirectoriesAreReused) {
+  Instance in;
+  char fresh_mode[8];
+  std::snprintf(fresh_mode, sizeof fresh_mode, "%o", 0777 & ~CurrentUmask());
+  // One after the other, so finished directories are reused: each step sees only its own
+  // upstream file (or nothing), the fresh mode, and leaves litter and a changed mode behind.
+  for (uint64_t key = 1; key <= 12; ++key) {
+    Step s{{"/bin/sh", "-c",
+            "seen=$(ls -A; stat -c %a .; cat crucible-upstream.json 2>/dev/null); "
+            "echo litter > junk; ln -s junk link; printf '%s' \"$seen\" > \"$CRUCIBLE_OUTPUT\"; "
+            "if [ $(( $1 % 3 )) = 0 ]; then chmod 700 .; fi; if [ $(( $1 % 4 )) = 0 ]; then mkdir sub; fi",
+            "sh", std::to_string(key)}};
+    bool with_upstream = key % 5 != 0;
+    std::string doc = "{\"key\":" + std::to_string(key) + "}";
+    if (with_upstream) s.upstream = doc;
+    s.output_cap = 1000;
+    ASSERT_EQ(in.Start(key, s), CRUCIBLE_STATUS_OK);
+    auto r = in.Wait(key);
+    ASSERT_TRUE(r && r->outputs) << key;
+    EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED) << key;
+    std::string expected = with_upstream ? "crucible-upstream.json\n" + std::string(fresh_mode) + "\n" + doc
+                                         : std::string(fresh_mode);
+    EXPECT_EQ(*r->outputs, expected) << "attempt " << key;
+  }
+  in.Destroy();
+  for (uint64_t key = 1; key <= 12; ++key) EXPECT_FALSE(fs::exists(in.WorkDir(key))) << key;
+}
+
+TEST(LocalProcTest, SilentStepHasNoLogFile) {
+  Instance in;
+  ASSERT_EQ(in.Start(1, {{"true"}}), CRUCIBLE_STATUS_OK);
+  ASSERT_EQ(in.Start(2, {{"/bin/sh", "-c", "echo said"}}), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  auto r2 = in.Wait(2);
+  ASSERT_TRUE(r && r2);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(r->kept, 0u);
+  EXPECT_FALSE(fs::exists(in.LogPath(1)));
+  EXPECT_EQ(ReadFile(in.LogPath(2)), "said\n");
+}
+
+TEST(LocalProcTest, OutputsFileIsOnlyThereWhenTheStepWritesIt) {
+  Instance in;
+  Step s{{"/bin/sh", "-c", "test -e \"$CRUCIBLE_OUTPUT\" && exit 3; echo a=1 >> \"$CRUCIBLE_OUTPUT\""}};
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  ASSERT_EQ(in.Start(2, {{"true"}}), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  auto r2 = in.Wait(2);
+  ASSERT_TRUE(r && r2);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(r->outputs, std::optional<std::string>("a=1\n"));
+  EXPECT_EQ(r2->outputs, std::nullopt);
+}
+
+TEST(LocalProcTest, UnwritableLogDirectoryFailsTheStart) {
+  Instance in;
+  std::string error;
+  Step s{{"true"}};
+  // A log path under a directory that does not exist.
+  std::string bad = in.dir() + "/missing-dir";
+  ASSERT_FALSE(fs::exists(bad));
+  EXPECT_EQ(in.StartWithLog(1, s, bad + "/log", &error), CRUCIBLE_STATUS_ERROR);
+  EXPECT_NE(error.find("cannot open log"), std::string::npos) << error;
+}
+
+TEST(LocalProcTest, CommandFoundInALaterPathEntryRunsAndAShadowingOneDoesNot) {
+  Instance in;
+  std::string a = in.dir() + "/bin-a", b = in.dir() + "/bin-b";
+  fs::create_directories(a);
+  fs::create_directories(b);
+  std::ofstream(b + "/localproc-tool") << "#!/bin/sh\necho from=b > \"$CRUCIBLE_OUTPUT\"\n";
+  ::chmod((b + "/localproc-tool").c_str(), 0755);
+  // Not executable: skipped, as execvp skips it.
+  std::ofstream(a + "/localproc-tool") << "#!/bin/sh\necho from=a > \"$CRUCIBLE_OUTPUT\"\n";
+  ::chmod((a + "/localproc-tool").c_str(), 0644);
+  Step s{{"localproc-tool"}};
+  s.env = {{"PATH", a + ":" + b + ":/usr/bin:/bin"}};
+  for (uint64_t key = 1; key <= 2; ++key) {
+    ASSERT_EQ(in.Start(key, s), CRUCIBLE_STATUS_OK);
+    auto r = in.Wait(key);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->outputs, std::optional<std::string>("from=b\n")) << r->message;
+  }
+  // The cached file disappears: the search runs again in the child.
+  fs::remove(b + "/localproc-tool");
+  ::chmod((a + "/localproc-tool").c_str(), 0755);
+  ASSERT_EQ(in.Start(3, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(3);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outputs, std::optional<std::string>("from=a\n")) << r->message;
 }
 
 TEST(LocalProcTest, HostileArgvArrivesIntact) {
