@@ -180,7 +180,6 @@ struct Attempt {
   StopReason stop = StopReason::kNone;
   std::string work_dir;
   std::string output_path;
-  bool upstream_written = false;
   bool keep_work = false;
   uint64_t output_cap = 0;
   std::string message;  ///< set at start (exec failure)
@@ -660,10 +659,16 @@ class LocalProcBackend : public sdk::Backend {
     }
     if (launch.upstream_json) {
       std::string path = a->work_dir + "/" + kUpstreamFile;
-      if (recycled) recycler_.TakeFile(a->work_dir, path);
-      a->upstream_written = true;
-      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      bool ok = fd >= 0 && WriteAll(fd, launch.upstream_json->data(), launch.upstream_json->size());
+      bool reused = recycled && recycler_.TakeFile(a->work_dir, path);
+      // A reused file is overwritten, then cut to length: truncating to zero and
+      // closing would make ext4 (auto_da_alloc) write the file out at close.
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (reused ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
+      const std::string& doc = *launch.upstream_json;
+      bool ok = fd >= 0 && WriteAll(fd, doc.data(), doc.size());
+      if (ok && reused) {
+        off_t end = ::lseek(fd, 0, SEEK_END);
+        ok = end >= 0 && (static_cast<size_t>(end) == doc.size() || ::ftruncate(fd, static_cast<off_t>(doc.size())) == 0);
+      }
       int err = errno;
       if (fd >= 0) ::close(fd);
       if (!ok) {
