@@ -41,6 +41,12 @@ constexpr int64_t kSafetyMarginMs = 30 * 1000;
 constexpr int kCapacityRecheckMs = 100;
 /// Buffered store writes that force a commit even while the loop is busy.
 constexpr size_t kMaxBufferedWrites = 4096;
+/// How long handle rows may wait for the next commit when nothing else is
+/// buffered: a short step's completion usually comes first and carries them
+/// in its write-ahead commit, saving a commit per step; a long one gets its
+/// handle recorded this much after its start (the attempt row itself is
+/// always committed before start()).
+constexpr int64_t kHandleFlushDelayMs = 3;
 
 /// Attempt keys, unique within the process.
 std::atomic<uint64_t> g_next_attempt_key{0};
@@ -172,6 +178,8 @@ struct Scheduler::Impl {
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
   std::vector<TaskId> newly_ready;
   std::vector<std::function<Status()>> writes;
+  size_t handle_writes = 0;       ///< how many of `writes` only record a handle
+  int64_t handles_since_ms = -1;  ///< monotonic time the oldest buffered handle was queued; -1: none
   size_t finished = 0;
   int waiting_count = 0;
   int max_parallel = 1;
@@ -197,7 +205,15 @@ struct Scheduler::Impl {
       return Ok{};
     });
     writes.clear();
+    handle_writes = 0;
+    handles_since_ms = -1;
     return status;
+  }
+
+  /// True when every buffered write is a handle row that may wait a little longer.
+  bool OnlyFreshHandlesBuffered(int64_t now) const {
+    return !writes.empty() && writes.size() == handle_writes && handles_since_ms >= 0 &&
+           now - handles_since_ms < kHandleFlushDelayMs;
   }
 
   void WriteStep(TaskId t) {
@@ -690,6 +706,8 @@ struct Scheduler::Impl {
           writes.push_back([this, t = l.task, n = l.number, h = l.handle] {
             return store.SetAttemptHandle(run_id, static_cast<int>(t), n, h);
           });
+          ++handle_writes;
+          if (handles_since_ms < 0) handles_since_ms = clock.MonotonicMs();
           Log()->debug("attempt started run={} step={} attempt={} handle={}", run_id, p.launch.step_id, l.number,
                        l.handle);
           if (observer) observer->OnAttemptStarted(l.task, l.number, l.handle);
@@ -836,16 +854,23 @@ struct Scheduler::Impl {
       }
       bool done = abandoned || (live.empty() && waiting_count == 0 && QueuesEmpty());
       // A turn that made progress is followed at once by another, whose first
-      // commit (before any start) carries these writes too; flush before blocking.
-      if (done || !progress || writes.size() >= kMaxBufferedWrites) {
+      // commit (before any start) carries these writes too; flush before
+      // blocking, except handle rows, which may wait kHandleFlushDelayMs for
+      // the next completion's commit.
+      int64_t now = clock.MonotonicMs();
+      bool hold_handles = !done && !progress && OnlyFreshHandlesBuffered(now);
+      if (done || (!progress && !hold_handles) || writes.size() >= kMaxBufferedWrites) {
         Status flushed = Flush();
         if (!flushed.ok()) return flushed.error();
       }
       if (done) break;
       if (progress) continue;
       int timeout = -1;
-      int64_t now = clock.MonotonicMs();
       if (!timers.empty()) timeout = static_cast<int>(std::clamp<int64_t>(timers.top().due - now, 0, INT32_MAX));
+      if (hold_handles) {
+        int left = static_cast<int>(std::max<int64_t>(1, handles_since_ms + kHandleFlushDelayMs - now));
+        timeout = timeout < 0 ? left : std::min(timeout, left);
+      }
       if (!QueuesEmpty() && live.size() < static_cast<size_t>(max_parallel)) {
         timeout = timeout < 0 ? kCapacityRecheckMs : std::min(timeout, kCapacityRecheckMs);
       }

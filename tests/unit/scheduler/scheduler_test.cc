@@ -596,6 +596,35 @@ retry_delay = "0s"
   EXPECT_EQ(Attempts(plan, "b").at(1).handle.rfind("fake:", 0), 0u);
 }
 
+TEST_F(SchedulerTest, HandleOfARunningStepIsCommittedWithoutWaitingForItsEnd) {
+  auto plan = MakePlan(R"(
+[[steps]]
+id = "long"
+run = ["x"]
+[[steps]]
+id = "after"
+needs = ["long"]
+run = ["x"]
+)");
+  backend_.per_step["long"] = {FakeOutcome::Hold()};
+  bool checked = false;
+  // The scheduler blocks with nothing scheduled: by then the handle must be committed.
+  clock_.on_block = [&] {
+    auto other = store::Store::Open(dir_ + "/state");  // a second connection sees only committed rows
+    ASSERT_TRUE(other.ok()) << other.error().message;
+    auto rows = other.value()->GetAttempts(run_id_, static_cast<int>(*plan.Find("long")));
+    ASSERT_TRUE(rows.ok());
+    ASSERT_EQ(rows.value().size(), 1u);
+    EXPECT_EQ(rows.value()[0].handle.rfind("fake:", 0), 0u) << rows.value()[0].handle;
+    checked = true;
+    for (uint64_t key : backend_.RunningKeys()) backend_.Complete(key, FakeOutcome::Ok());
+  };
+  RunSummary summary = RunPlan(plan);
+  EXPECT_TRUE(checked);
+  EXPECT_EQ(summary.exit_code, ExitCode::kSuccess);
+  EXPECT_EQ(Attempts(plan, "after").at(0).handle.rfind("fake:", 0), 0u);
+}
+
 TEST_F(SchedulerTest, EnvPlaceholderNotStoredAndMaskedInLog) {
   setenv("CRUCIBLE_TEST_TOKEN", "s3cr3t-t0ken", 1);
   setenv("CRUCIBLE_TEST_SHORT", "ab", 1);
