@@ -60,6 +60,8 @@ int RunCli(int argc, char** argv) {
   std::string run_id;
   bool json = false;
   int limit = 20;
+  bool all_runs = false;
+  PruneArgs prune;
   GlobalOptions g;
 
   auto add_file = [&](CLI::App& c) { c.add_option("FILE", wf.file, "the workflow file")->required(); };
@@ -98,9 +100,10 @@ int RunCli(int argc, char** argv) {
       {"runs", "list runs, newest first",
        [&](CLI::App& c) {
          add_json(c, "print a JSON array");
-         c.add_option("--limit", limit, "at most this many runs (default 20)")->check(CLI::PositiveNumber);
+         auto* lim = c.add_option("--limit", limit, "at most this many runs (default 20)")->check(CLI::PositiveNumber);
+         c.add_flag("--all", all_runs, "every run")->excludes(lim);
        },
-       [&] { return CmdRuns(g, json, limit); }},
+       [&] { return CmdRuns(g, json, all_runs ? -1 : limit); }},
       {"status", "show one run, step by step",
        [&](CLI::App& c) {
          add_run_id(c);
@@ -123,6 +126,12 @@ int RunCli(int argc, char** argv) {
        [&] { return CmdResults(g, run_id, json); }},
       {"plugins", "list the backend plugins found, and any that failed to load",
        [&](CLI::App& c) { add_json(c, "print JSON"); }, [&] { return CmdPlugins(g, json); }},
+      {"prune", "delete finished runs older than a duration, with their logs and work directories",
+       [&](CLI::App& c) {
+         c.add_option("--older-than", prune.older_than, "a duration: 30d, 12h, 90m")->required();
+         c.add_flag("--dry-run", prune.dry_run, "list what would be deleted, delete nothing");
+       },
+       [&] { return CmdPrune(g, prune); }},
   };
 
   std::vector<std::pair<CLI::App*, const Verb*>> subs;

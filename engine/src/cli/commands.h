@@ -39,6 +39,12 @@ struct LogsArgs {
   bool follow = false;
 };
 
+/// `prune`.
+struct PruneArgs {
+  std::string older_than;  ///< a duration: "30d", "12h"
+  bool dry_run = false;
+};
+
 int CmdRun(const GlobalOptions& g, const WorkflowArgs& a);
 int CmdValidate(const GlobalOptions& g, const WorkflowArgs& a);
 int CmdGraph(const GlobalOptions& g, const WorkflowArgs& a);
@@ -47,6 +53,7 @@ int CmdStatus(const GlobalOptions& g, const std::string& run, bool json);
 int CmdResults(const GlobalOptions& g, const std::string& run, bool json);
 int CmdLogs(const GlobalOptions& g, const LogsArgs& a);
 int CmdPlugins(const GlobalOptions& g, bool json);
+int CmdPrune(const GlobalOptions& g, const PruneArgs& a);
 
 }  // namespace crucible::cli
 

@@ -665,4 +665,55 @@ Result<std::vector<OutputRow>> Store::GetOutputs(const std::string& run_id) cons
   });
 }
 
+
+namespace {
+
+// Pruning (rare: statements prepared per call, not cached).
+constexpr const char* kListFinishedBeforeSql =
+    "SELECT id, workflow, file, source_sha256, params_json, state, created_at, ended_at, exit_code, step_count "
+    "FROM runs WHERE state IN ('succeeded', 'failed', 'cancelled') AND ended_at > 0 AND ended_at < ?1 "
+    "ORDER BY ended_at, id";
+constexpr const char* kDeleteRunSql = "DELETE FROM runs WHERE id = ?1";
+
+}  // namespace
+
+Result<std::vector<RunRow>> Store::ListFinishedBefore(int64_t ended_before_ms) const {
+  return Read<std::vector<RunRow>>(db_path_, "listing finished runs", [&]() -> Result<std::vector<RunRow>> {
+    std::vector<RunRow> out;
+    SQLite::Statement st(impl_->db, kListFinishedBeforeSql);
+    st.bind(1, ended_before_ms);
+    while (st.executeStep()) out.push_back(ReadRunSummary(st));
+    return out;
+  });
+}
+
+Status Store::DeleteRun(const std::string& run_id) {
+  return Write(*impl_, db_path_, "deleting a run", [&]() -> Status {
+    // The cascades from runs to steps, attempts and outputs need foreign keys on (set in Open()).
+    SQLite::Statement st(impl_->db, kDeleteRunSql);
+    st.bind(1, run_id);
+    return NotFoundUnless(st.exec(), "run \"" + run_id + "\" in " + db_path_);
+  });
+}
+
+Status Store::Compact() {
+  CRUCIBLE_CHECK(!impl_->in_tx, "Store::Compact inside a transaction");
+  const char* doing = "compacting (VACUUM)";
+  try {
+    // VACUUM rewrites the file through the WAL; the checkpoint copies it back and
+    // truncates both the database and the WAL.
+    impl_->db.exec("VACUUM");
+    doing = "compacting (WAL checkpoint)";
+    SQLite::Statement st(impl_->db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    if (st.executeStep() && st.getColumn(0).getInt() != 0) {
+      return MakeError(ErrorCode::kBusy, db_path_ + ": " + doing +
+                                             ": another crucible-engine is reading the database; the WAL "
+                                             "is truncated when it finishes");
+    }
+    return Ok{};
+  } catch (const SQLite::Exception& e) {
+    return FromException(db_path_, doing, e);
+  }
+}
+
 }  // namespace crucible::store

@@ -118,6 +118,18 @@ class Store {
   Result<std::vector<AttemptRow>> GetAttempts(const std::string& run_id, std::optional<int> step_idx) const;
   Result<std::vector<OutputRow>> GetOutputs(const std::string& run_id) const;
 
+  /// Finished runs (succeeded, failed, cancelled) that ended before `ended_before_ms`,
+  /// oldest first, without source_text. Running and interrupted runs are never listed.
+  Result<std::vector<RunRow>> ListFinishedBefore(int64_t ended_before_ms) const;
+
+  // Pruning.
+  /// Deletes a run and (by cascade) its steps, attempts and outputs; kNotFound if absent.
+  /// Joins a surrounding Transaction().
+  Status DeleteRun(const std::string& run_id);
+  /// Gives the space of deleted rows back to the file system: VACUUM, then a
+  /// truncating WAL checkpoint. Not inside Transaction().
+  Status Compact();
+
   /// The SQL of the read queries above, for EXPLAIN QUERY PLAN in tests.
   static std::vector<std::string> ReadQueries();
   /// Executes raw SQL on this connection (tests only: PRAGMA max_page_count and the like).
