@@ -127,7 +127,7 @@ int CmdPrune(const GlobalOptions& g, const PruneArgs& a) {
     if (!doomed.empty()) rows.push_back({"RUN", "WORKFLOW", "STATE", "ENDED", "LOGS"});
     for (const Doomed& d : doomed) {
       rows.push_back({d.run.id, d.run.workflow, store::ToString(d.run.state),
-                      FormatDuration(now - d.run.ended_at_ms) + " ago", FormatBytes(d.log_bytes + d.work_bytes)});
+                      FormatDuration((now - d.run.ended_at_ms) / 1000 * 1000) + " ago", FormatBytes(d.log_bytes + d.work_bytes)});
     }
     std::cout << FormatTable(rows) << summary("would prune") << "\n" << std::flush;
     return kExitOk;

@@ -176,9 +176,9 @@ int CmdRuns(const GlobalOptions& g, bool json, int limit) {
     if (!runs.ok()) return ReportError(runs.error());
     for (store::RunRow& r : *runs) {
       RunListEntry e;
-      Result<std::vector<store::StepRow>> steps = (*store)->GetSteps(r.id);
-      if (!steps.ok()) return ReportError(steps.error());
-      for (const store::StepRow& s : *steps) ++e.counts[s.state];
+      Result<std::vector<std::pair<store::StepState, int>>> counts = (*store)->CountSteps(r.id);
+      if (!counts.ok()) return ReportError(counts.error());
+      for (const auto& [state, n] : *counts) e.counts[state] += n;
       e.run = std::move(r);
       entries.push_back(std::move(e));
     }

@@ -674,8 +674,23 @@ constexpr const char* kListFinishedBeforeSql =
     "FROM runs WHERE state IN ('succeeded', 'failed', 'cancelled') AND ended_at > 0 AND ended_at < ?1 "
     "ORDER BY ended_at, id";
 constexpr const char* kDeleteRunSql = "DELETE FROM runs WHERE id = ?1";
+// For `runs`: counting in SQLite instead of reading every step row back.
+constexpr const char* kCountStepsSql = "SELECT state, count(*) FROM steps WHERE run_id = ?1 GROUP BY state";
 
 }  // namespace
+
+Result<std::vector<std::pair<StepState, int>>> Store::CountSteps(const std::string& run_id) const {
+  using Counts = std::vector<std::pair<StepState, int>>;
+  return Read<Counts>(db_path_, "counting steps", [&]() -> Result<Counts> {
+    Counts out;
+    SQLite::Statement st(impl_->db, kCountStepsSql);
+    st.bind(1, run_id);
+    while (st.executeStep()) {
+      out.emplace_back(ParseStepState(Text(st, 0)).value_or(StepState::kPending), st.getColumn(1).getInt());
+    }
+    return out;
+  });
+}
 
 Result<std::vector<RunRow>> Store::ListFinishedBefore(int64_t ended_before_ms) const {
   return Read<std::vector<RunRow>>(db_path_, "listing finished runs", [&]() -> Result<std::vector<RunRow>> {

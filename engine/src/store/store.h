@@ -118,6 +118,8 @@ class Store {
   Result<std::vector<AttemptRow>> GetAttempts(const std::string& run_id, std::optional<int> step_idx) const;
   Result<std::vector<OutputRow>> GetOutputs(const std::string& run_id) const;
 
+  /// How many of a run's steps are in each state (states with no step left out), for `runs`.
+  Result<std::vector<std::pair<StepState, int>>> CountSteps(const std::string& run_id) const;
   /// Finished runs (succeeded, failed, cancelled) that ended before `ended_before_ms`,
   /// oldest first, without source_text. Running and interrupted runs are never listed.
   Result<std::vector<RunRow>> ListFinishedBefore(int64_t ended_before_ms) const;

@@ -1,10 +1,12 @@
-// Tests of the store's pruning: which runs are old enough, cascading deletes, compaction.
+// Tests of the store's history operations: step counts for `runs`; pruning (which runs are
+// old enough, cascading deletes, compaction).
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -161,6 +163,28 @@ TEST_F(StorePruneTest, CompactLeavesNoFreePagesAndShrinksTheFile) {
   EXPECT_EQ(std::filesystem::file_size(store_->db_path() + "-wal"), 0u);
   EXPECT_TRUE(store_->GetRun("r39").ok());
   EXPECT_EQ(Count("SELECT count(*) FROM steps"), 20);
+}
+
+TEST_F(StorePruneTest, CountStepsCountsEachStateOfThatRunOnly) {
+  AddRun("counted", RunState::kFailed, 1000, 5);
+  AddRun("other", RunState::kSucceeded, 1000, 7);
+  StepRow s;
+  s.run_id = "counted";
+  for (auto [idx, state] : {std::pair{0, StepState::kSucceeded}, {1, StepState::kSucceeded},
+                            {2, StepState::kFailed}, {3, StepState::kSkipped}}) {
+    s.idx = idx;
+    s.state = state;
+    ASSERT_TRUE(store_->SetStepState(s).ok());
+  }
+  auto counts = store_->CountSteps("counted");
+  ASSERT_TRUE(counts.ok()) << counts.error().message;
+  std::map<StepState, int> by_state(counts->begin(), counts->end());
+  EXPECT_EQ(by_state, (std::map<StepState, int>{{StepState::kSucceeded, 2},
+                                                {StepState::kFailed, 1},
+                                                {StepState::kSkipped, 1},
+                                                {StepState::kPending, 1}}));
+  ASSERT_TRUE(store_->CountSteps("missing").ok());
+  EXPECT_TRUE(store_->CountSteps("missing")->empty());
 }
 
 }  // namespace
