@@ -177,6 +177,7 @@ struct Scheduler::Impl {
   std::unordered_map<uint64_t, Live> live;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers;
   std::vector<TaskId> newly_ready;
+  std::vector<std::string> upstream_entries;  ///< UpstreamJson's rendered entry per finished need ("" until used)
   std::vector<std::function<Status()>> writes;
   size_t handle_writes = 0;       ///< how many of `writes` only record a handle
   int64_t handles_since_ms = -1;  ///< monotonic time the oldest buffered handle was queued; -1: none
@@ -534,21 +535,72 @@ struct Scheduler::Impl {
     Finish(t, StepState::kFailed, reason);
   }
 
-  std::string UpstreamJson(TaskId t) const {
-    nlohmann::ordered_json steps = nlohmann::ordered_json::array();
-    for (TaskId n : plan.step(t).needs) {
-      const Task& need = tasks[n];
-      nlohmann::ordered_json outputs = nlohmann::ordered_json::object();
-      for (const auto& [k, v] : need.outputs) outputs[k] = v;
-      steps.push_back({{"id", plan.step(n).id},
-                       {"state", store::ToString(need.state)},
-                       {"reason", need.reason},
-                       {"exit_code", need.exit_code},
-                       {"outputs", std::move(outputs)}});
+  /// Appends s as a JSON string, exactly as nlohmann's dump (no ASCII escaping, invalid UTF-8 replaced).
+  static void AppendJsonString(std::string& out, const std::string& s) {
+    bool plain = std::all_of(s.begin(), s.end(), [](char c) {
+      auto u = static_cast<unsigned char>(c);
+      return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
+    });
+    if (!plain) {
+      out += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return;
     }
-    nlohmann::ordered_json doc;
-    doc["steps"] = std::move(steps);
-    return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out += '"';
+    out += s;
+    out += '"';
+  }
+
+  /// One need's entry of CRUCIBLE_UPSTREAM, as nlohmann's ordered_json would print it.
+  std::string UpstreamEntry(TaskId n) const {
+    const Task& need = tasks[n];
+    std::string out = "{\"id\":";
+    AppendJsonString(out, plan.step(n).id);
+    out += ",\"state\":";
+    AppendJsonString(out, store::ToString(need.state));
+    out += ",\"reason\":";
+    AppendJsonString(out, need.reason);
+    out += ",\"exit_code\":" + std::to_string(need.exit_code) + ",\"outputs\":{";
+    // A repeated key keeps its first place and its last value (as an ordered_json object would).
+    for (size_t i = 0; i < need.outputs.size(); ++i) {
+      const std::string& key = need.outputs[i].first;
+      bool seen = false;
+      for (size_t j = 0; j < i && !seen; ++j) seen = need.outputs[j].first == key;
+      if (seen) continue;
+      const std::string* value = &need.outputs[i].second;
+      for (size_t j = i + 1; j < need.outputs.size(); ++j) {
+        if (need.outputs[j].first == key) value = &need.outputs[j].second;
+      }
+      if (out.back() != '{') out += ',';
+      AppendJsonString(out, key);
+      out += ':';
+      AppendJsonString(out, *value);
+    }
+    out += "}}";
+    return out;
+  }
+
+  /// The CRUCIBLE_UPSTREAM document of t. A finished need's entry never changes,
+  /// so it is rendered once (a layer of 100 steps needing the same 100 would
+  /// otherwise render 10,000 entries).
+  std::string UpstreamJson(TaskId t) {
+    const auto& needs = plan.step(t).needs;
+    std::string doc = "{\"steps\":[";
+    for (size_t i = 0; i < needs.size(); ++i) {
+      TaskId n = needs[i];
+      if (i > 0) doc += ',';
+      StepState st = tasks[n].state;
+      bool final = st != StepState::kPending && st != StepState::kRunning;
+      if (!final) {
+        doc += UpstreamEntry(n);
+        continue;
+      }
+      if (upstream_entries.size() < tasks.size()) upstream_entries.resize(tasks.size());
+      std::string& cached = upstream_entries[n];
+      if (cached.empty()) cached = UpstreamEntry(n);
+      doc += cached;
+    }
+    doc += "]}";
+    return doc;
   }
 
   /// Renders and records one attempt; nullopt when the step failed before starting.
@@ -803,7 +855,7 @@ struct Scheduler::Impl {
     run.id = run_id;
     run.workflow = plan.workflow_name();
     run.file = opt.workflow_file;
-    run.source_text = opt.source_text;
+    run.source_text = std::move(opt.source_text);  // stored once; not needed again (may be megabytes)
     run.source_sha256 = opt.source_sha256;
     nlohmann::ordered_json params = nlohmann::ordered_json::object();
     for (const auto& [k, v] : plan.params()) params[k] = v;
@@ -820,7 +872,8 @@ struct Scheduler::Impl {
     }
     Status created = store.CreateRun(run, rows);
     if (!created.ok()) return created.error();
-    rows.clear();
+    std::vector<store::StepRow>().swap(rows);
+    run.source_text = std::string();
     Log()->debug("run started run={} workflow={} steps={} max_parallel={}", run_id, run.workflow, n, max_parallel);
     if (observer) observer->OnRunStarted(run_id, plan);
 

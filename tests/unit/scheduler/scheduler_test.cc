@@ -525,6 +525,52 @@ run = ["x"]
   EXPECT_TRUE(store_->GetOutputs(run_id_)->empty());
 }
 
+TEST_F(SchedulerTest, UpstreamJsonIsPrintedAsAnOrderedJsonDocumentWouldBe) {
+  auto plan = MakePlan(R"(
+[[steps]]
+id = "a"
+run = ["x"]
+[[steps]]
+id = "b"
+run = ["x"]
+[[steps]]
+id = "c"
+needs = ["a", "b"]
+when = "always"
+run = ["x"]
+[[steps]]
+id = "d"
+needs = ["a", "b"]
+when = "always"
+run = ["x"]
+)");
+  // Quotes, backslashes, a control byte, non-ASCII and invalid UTF-8 in values.
+  std::string tricky = "say \"hi\" \\ tab\there \x01 caf\xc3\xa9 bad\xff end";
+  backend_.per_step["a"] = {FakeOutcome::Outputs("plain=1\ntricky=" + tricky + "\nempty=\n")};
+  backend_.per_step["b"] = {FakeOutcome::Exit(4)};
+  RunPlan(plan);
+  nlohmann::ordered_json steps = nlohmann::ordered_json::array();
+  nlohmann::ordered_json a_out = nlohmann::ordered_json::object();
+  a_out["plain"] = "1";
+  a_out["tricky"] = tricky;
+  a_out["empty"] = "";
+  steps.push_back({{"id", "a"}, {"state", "succeeded"}, {"reason", ""}, {"exit_code", 0}, {"outputs", a_out}});
+  steps.push_back({{"id", "b"},
+                   {"state", "failed"},
+                   {"reason", "exited"},
+                   {"exit_code", 4},
+                   {"outputs", nlohmann::ordered_json::object()}});
+  nlohmann::ordered_json doc;
+  doc["steps"] = steps;
+  std::string expected = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  for (const char* id : {"c", "d"}) {
+    auto launches = backend_.LaunchesOf(id);
+    ASSERT_EQ(launches.size(), 1u) << id;
+    ASSERT_TRUE(launches[0]->upstream_json.has_value()) << id;
+    EXPECT_EQ(*launches[0]->upstream_json, expected) << id;
+  }
+}
+
 TEST_F(SchedulerTest, UpstreamJsonListsEveryFanOutInstance) {
   auto plan = MakePlan(R"(
 [[steps]]
