@@ -2,6 +2,9 @@
 #include "loader/loader.h"
 
 #include <toml++/toml.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -23,6 +26,9 @@
 namespace crucible::loader {
 
 namespace {
+
+/// Workflow files from this size on trim the heap after loading (a DOM of megabytes was just freed).
+constexpr size_t kTrimAfterBytes = 1u << 20;
 
 namespace fs = std::filesystem;
 
@@ -209,7 +215,9 @@ class SpecBuilder {
  public:
   explicit SpecBuilder(std::string dir) : dir_(std::move(dir)) {}
 
-  void Build(const toml::table& root, WorkflowSpec& spec) {
+  /// Fills spec from root. Each [[steps]] table is emptied once read, so the DOM
+  /// (large: a node per `needs` entry) and the spec are never both whole in memory.
+  void Build(toml::table& root, WorkflowSpec& spec) {
     const toml::node* workflow = nullptr;
     const toml::node* steps = nullptr;
     for (auto&& [key_ptr, value_ptr] : InFileOrder(root)) {
@@ -237,7 +245,7 @@ class SpecBuilder {
     if (steps == nullptr) {
       Error(SourcePos{}, "no steps: a workflow needs at least one [[steps]] table");
     } else {
-      LoadSteps(*steps, spec);
+      LoadSteps(*root.get("steps"), spec);
     }
   }
 
@@ -460,8 +468,8 @@ class SpecBuilder {
     CheckRunOrShell(fields, "[defaults]");
   }
 
-  void LoadSteps(const toml::node& node, WorkflowSpec& spec) {
-    const auto* array = node.as_array();
+  void LoadSteps(toml::node& node, WorkflowSpec& spec) {
+    auto* array = node.as_array();
     if (array == nullptr) {
       TypeError(node, "steps", "an array of tables ([[steps]])");
       return;
@@ -474,15 +482,16 @@ class SpecBuilder {
     std::unordered_map<std::string, int> first_line;
     first_line.reserve(array->size());
     int index = 0;
-    for (const toml::node& element : *array) {
+    for (toml::node& element : *array) {
       ++index;
-      const auto* table = element.as_table();
+      auto* table = element.as_table();
       if (table == nullptr) {
         Error(PosOf(element), "each entry of \"steps\" must be a table, got " + TypeName(element));
         continue;
       }
       StepSpec& step = spec.steps.emplace_back();
       LoadStep(*table, index, step, first_line);
+      table->clear();  // read: free its nodes now
     }
   }
 
@@ -848,8 +857,9 @@ std::string TooLarge(uintmax_t size) {
          " (" + std::to_string(kMaxWorkflowBytes / (1024 * 1024)) + " MiB)";
 }
 
+/// Parses text; `release`, when given, owns text and is emptied once parsed (the DOM is large enough).
 std::optional<WorkflowSpec> LoadText(const std::string& text, const std::string& path, Diagnostics& diags,
-                                     OnErrors on_errors);
+                                     OnErrors on_errors, std::string* release = nullptr);
 
 }  // namespace
 
@@ -881,6 +891,12 @@ std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostic
     return std::nullopt;
   }
   std::string text;
+  {
+    // Reserve the whole file at once: growing by doubling would hold up to twice its size during parse.
+    std::error_code ec;
+    uintmax_t size = std::filesystem::file_size(path, ec);
+    if (!ec && size <= kMaxWorkflowBytes) text.reserve(static_cast<size_t>(size) + 1);
+  }
   std::vector<char> buffer(1 << 16);
   while (in) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
@@ -894,7 +910,7 @@ std::optional<WorkflowSpec> LoadWorkflowFile(const std::string& path, Diagnostic
     diags.Error(SourcePos{}, std::string("cannot read workflow file: ") + std::strerror(errno));
     return std::nullopt;
   }
-  return LoadText(text, path, diags, on_errors);
+  return LoadText(text, path, diags, on_errors, &text);
 }
 
 std::optional<WorkflowSpec> LoadWorkflowText(const std::string& text, const std::string& path, Diagnostics& diags) {
@@ -904,7 +920,7 @@ std::optional<WorkflowSpec> LoadWorkflowText(const std::string& text, const std:
 namespace {
 
 std::optional<WorkflowSpec> LoadText(const std::string& text, const std::string& path, Diagnostics& diags,
-                                     OnErrors on_errors) {
+                                     OnErrors on_errors, std::string* release) {
   if (text.size() > kMaxWorkflowBytes) {
     diags.Error(SourcePos{}, TooLarge(text.size()));
     return std::nullopt;
@@ -925,8 +941,15 @@ std::optional<WorkflowSpec> LoadText(const std::string& text, const std::string&
   spec.file = path;
   spec.dir = CanonicalDir(path);
   spec.source_sha256 = Sha256Hex(text);
+  size_t text_bytes = text.size();
+  if (release != nullptr) std::string().swap(*release);  // `text` is gone from here on
   SpecBuilder builder(spec.dir);
   builder.Build(root, spec);
+  root.clear();
+#ifdef __GLIBC__
+  // The DOM left the heap full of holes: hand whole free pages back before planning allocates.
+  if (text_bytes >= kTrimAfterBytes) malloc_trim(0);
+#endif
   bool failed = builder.has_errors();
   builder.Emit(diags);
   if (failed && on_errors == OnErrors::kNothing) return std::nullopt;
