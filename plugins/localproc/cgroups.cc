@@ -232,7 +232,11 @@ std::unique_ptr<Slot> CgroupPool::MakeSlot(int index, std::string* err) {
     ::rmdir(slot->track_dir.c_str());
     return nullptr;
   }
-  if (track_.v2) slot->kill_fd = ::open((slot->track_dir + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC);
+  if (track_.v2) {
+    slot->kill_fd = ::open((slot->track_dir + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC);
+    slot->track_dir_fd = ::open(slot->track_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    slot->events_fd = ::open((slot->track_dir + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC);
+  }
   slot->has_kill_file = slot->kill_fd >= 0;
   if (!memory_.parent.empty()) {
     if (memory_.parent == track_.parent) {
@@ -270,7 +274,8 @@ std::unique_ptr<Slot> CgroupPool::MakeSlot(int index, std::string* err) {
 }
 
 void CgroupPool::DestroySlot(Slot* slot) {
-  for (int* fd : {&slot->track_procs_fd, &slot->memory_procs_fd, &slot->cpu_procs_fd, &slot->kill_fd}) {
+  for (int* fd : {&slot->track_procs_fd, &slot->memory_procs_fd, &slot->cpu_procs_fd, &slot->kill_fd,
+                  &slot->track_dir_fd, &slot->events_fd}) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
@@ -363,13 +368,26 @@ void CgroupPool::SignalAll(const Slot& slot, int sig) {
 }
 
 void CgroupPool::KillAll(const Slot& slot) {
-  if (slot.kill_fd >= 0 && ::write(slot.kill_fd, "1", 1) == 1) return;
+  if (slot.kill_fd >= 0) {
+    slot.killed = true;
+    if (::write(slot.kill_fd, "1", 1) == 1) return;
+  }
   // No cgroup.kill: repeat until no process is left, so a fork racing the kill is caught too.
   for (int round = 0; round < 20; ++round) {
     std::vector<pid_t> pids = ListProcs(slot.track_dir);
     if (pids.empty()) return;
     for (pid_t p : pids) ::kill(p, SIGKILL);
   }
+}
+
+bool CgroupPool::Populated(const Slot& slot) {
+  if (slot.events_fd < 0) return true;
+  char buf[256];
+  ssize_t n = ::pread(slot.events_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  const char* p = std::strstr(buf, "populated ");
+  return p == nullptr || p[10] != '0';
 }
 
 CgroupCaps ProbeCgroups() {

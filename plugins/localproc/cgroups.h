@@ -45,6 +45,12 @@ struct Slot {
   int memory_procs_fd = -1;
   int cpu_procs_fd = -1;
   int kill_fd = -1;            ///< v2 cgroup.kill, kept open (-1: none)
+  int track_dir_fd = -1;       ///< v2 track directory, for clone3(CLONE_INTO_CGROUP) (-1: v1)
+  int events_fd = -1;          ///< v2 cgroup.events, kept open (-1: none)
+  /// cgroup.kill was written to it: no more CLONE_INTO_CGROUP into it (Linux 6.18
+  /// compares the kill sequence of the parent's cgroup with the target's and
+  /// kills the new child when they differ).
+  mutable bool killed = false;
   bool memory_shared = false;  ///< memory_dir == track_dir (pure v2)
   bool cpu_shared = false;     ///< cpu_dir == track_dir (pure v2)
   int64_t memory_set = 0;      ///< limit now written (0: unlimited)
@@ -84,6 +90,8 @@ class CgroupPool {
   static void SignalAll(const Slot& slot, int sig);
   /// Kills every process in the slot (cgroup.kill where it exists).
   static void KillAll(const Slot& slot);
+  /// Whether any live process is in the slot (true when unknown).
+  static bool Populated(const Slot& slot);
 
  private:
   std::unique_ptr<Slot> MakeSlot(int index, std::string* err);

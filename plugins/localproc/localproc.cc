@@ -554,7 +554,8 @@ class LocalProcBackend : public sdk::Backend {
         throw sdk::Unavailable("localproc: " + err);
       }
       a->had_slot = true;
-      req.cgroup_procs_fds.push_back(a->slot->track_procs_fd);
+      req.track_procs_fd = a->slot->track_procs_fd;
+      if (!a->slot->killed) req.cgroup_dir_fd = a->slot->track_dir_fd;
       if (launch.memory_bytes > 0 && a->slot->memory_procs_fd >= 0)
         req.cgroup_procs_fds.push_back(a->slot->memory_procs_fd);
       if (launch.cpu_millicores > 0 && a->slot->cpu_procs_fd >= 0) req.cgroup_procs_fds.push_back(a->slot->cpu_procs_fd);
@@ -802,8 +803,13 @@ class LocalProcBackend : public sdk::Backend {
 
   /// The main process has exited (not yet reaped): end the attempt.
   void Finish(Attempt* a) {
-    // Kill what is left of the tree while the zombie still holds the pgid.
-    SignalTree(a, SIGKILL);
+    // Kill what is left of the tree while the zombie still holds the pgid. A
+    // cgroup with no live process left (the usual case) needs no cgroup.kill.
+    if (a->slot != nullptr && !CgroupPool::Populated(*a->slot)) {
+      ::kill(-a->pid, SIGKILL);
+    } else {
+      SignalTree(a, SIGKILL);
+    }
     int status = 0;
     while (::waitpid(a->pid, &status, 0) < 0 && errno == EINTR) {
     }

@@ -11,13 +11,49 @@
 #include <cstring>
 #include <stdexcept>
 
+#if defined(__x86_64__)
+#include <linux/sched.h>
+#include <sys/syscall.h>
+#endif
+
 namespace crucible::plugins::localproc {
 namespace {
+
+#if defined(__x86_64__)
+/// clone3 with a child that runs fn(arg) on the stack given in args, then _exit()s with its result.
+/// Returns the child's pid in the parent, or -errno. The child starts with no stack frame, so this
+/// is assembly (as glibc's own clone).
+extern "C" long CrucibleClone3(clone_args* args, size_t size, int (*fn)(void*), void* arg);
+asm(R"(
+  .text
+  .globl CrucibleClone3
+  .type CrucibleClone3, @function
+CrucibleClone3:
+  mov %rdx, %r8
+  mov %rcx, %r9
+  mov $435, %eax
+  syscall
+  test %rax, %rax
+  jnz 1f
+  xor %ebp, %ebp
+  mov %r9, %rdi
+  call *%r8
+  mov %eax, %edi
+  mov $60, %eax
+  syscall
+  hlt
+1:
+  ret
+  .size CrucibleClone3, .-CrucibleClone3
+)");
+static_assert(SYS_clone3 == 435 && SYS_exit == 60, "x86-64 syscall numbers");
+#endif
 
 /// Shared between parent and child (CLONE_VM): what the child saw go wrong.
 struct ChildArgs {
   const SpawnRequest* request;
   const char* const* candidates;  ///< NULL-terminated
+  int join_track;                 ///< also write to request->track_procs_fd (no CLONE_INTO_CGROUP)
   int exec_errno;
   int setup_errno;
   const char* stage;
@@ -36,6 +72,11 @@ int ChildMain(void* raw) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     if (::sigaction(sig, nullptr, &old) != 0) continue;
     if (sig == SIGPIPE || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)) ::sigaction(sig, &dfl, nullptr);
+  }
+  if (args->join_track && r.track_procs_fd >= 0 && ::write(r.track_procs_fd, "0", 1) != 1) {
+    args->setup_errno = errno;
+    args->stage = "joining its cgroup";
+    ::_exit(127);
   }
   for (int fd : r.cgroup_procs_fds) {
     if (::write(fd, "0", 1) != 1) {
@@ -104,15 +145,39 @@ SpawnResult Spawner::Spawn(const SpawnRequest& request) {
   candidates.reserve(request.candidates.size() + 1);
   for (const std::string& c : request.candidates) candidates.push_back(c.c_str());
   candidates.push_back(nullptr);
-  ChildArgs args{&request, candidates.data(), 0, 0, ""};
+  ChildArgs args{&request, candidates.data(), 1, 0, 0, ""};
 
   // No signal handler may run in the child while it shares our memory.
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   char* top = static_cast<char*>(stack_) + stack_size_;
-  pid_t pid = ::clone(&ChildMain, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
-  int clone_errno = errno;
+  pid_t pid = -1;
+  int clone_errno = 0;
+#if defined(__x86_64__)
+  if (request.cgroup_dir_fd >= 0 && !no_clone3_) {
+    clone_args ca{};
+    ca.flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP;
+    ca.exit_signal = SIGCHLD;
+    ca.stack = reinterpret_cast<uint64_t>(stack_);
+    ca.stack_size = stack_size_;
+    ca.cgroup = static_cast<uint64_t>(request.cgroup_dir_fd);
+    args.join_track = 0;
+    long rc = CrucibleClone3(&ca, sizeof ca, &ChildMain, &args);
+    if (rc > 0) {
+      pid = static_cast<pid_t>(rc);
+    } else {
+      // Not supported here: join through cgroup.procs from now on. Other
+      // failures (EAGAIN, ENOMEM) fall back for this call only.
+      if (rc == -ENOSYS || rc == -E2BIG || rc == -EINVAL || rc == -EOPNOTSUPP || rc == -EPERM) no_clone3_ = true;
+      args.join_track = 1;
+    }
+  }
+#endif
+  if (pid < 0) {
+    pid = ::clone(&ChildMain, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    clone_errno = errno;
+  }
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 
   SpawnResult result;

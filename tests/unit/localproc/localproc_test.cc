@@ -432,6 +432,24 @@ TEST(LocalProcTest, EveryAttemptGetsAFreshEmptyWorkDirEvenWhenDirectoriesAreReus
   for (uint64_t key = 1; key <= 12; ++key) EXPECT_FALSE(fs::exists(in.WorkDir(key))) << key;
 }
 
+TEST(LocalProcTest, StepsRunInACgroupSlotAfterItsTreeWasKilled) {
+  // One slot, used in turn: the first step leaves a process behind, which is
+  // killed through cgroup.kill; the slot must still run the next steps (some
+  // kernels kill a child cloned into a cgroup that cgroup.kill was used on).
+  Instance in(OptionList().Int("cgroup_slots", CRUCIBLE_OPTION_INT, 1));
+  ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "sleep 30 & echo $! > \"$CRUCIBLE_OUTPUT\""}}), CRUCIBLE_STATUS_OK);
+  auto first = in.Wait(1);
+  ASSERT_TRUE(first && first->outputs);
+  EXPECT_EQ(first->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  EXPECT_TRUE(WaitGone(static_cast<pid_t>(std::atoi(first->outputs->c_str()))));
+  for (uint64_t key = 2; key <= 4; ++key) {
+    ASSERT_EQ(in.Start(key, {{"true"}}), CRUCIBLE_STATUS_OK);
+    auto r = in.Wait(key);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED) << key << ": " << r->message;
+  }
+}
+
 TEST(LocalProcTest, SilentStepHasNoLogFile) {
   Instance in;
   ASSERT_EQ(in.Start(1, {{"true"}}), CRUCIBLE_STATUS_OK);
