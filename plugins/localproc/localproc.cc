@@ -12,9 +12,9 @@
 //     goes on. So a step creates nothing it does not need: the log file is
 //     created on the first byte of output (a silent step has none; its path is
 //     still recorded and reads as empty), CRUCIBLE_OUTPUT is created by the step
-//     if it writes outputs, and an emptied working directory (with its upstream
-//     file) is renamed into a spare pool and renamed into place for a later
-//     attempt instead of being removed and made again (WorkDirRecycler).
+//     if it writes outputs, and an emptied working directory (keeping its
+//     upstream file) is renamed into a spare pool and renamed into place for a
+//     later attempt instead of being removed and made again (WorkDirRecycler).
 //   - One waiter thread serves every attempt: an epoll loop over a pidfd per
 //     child, the read end of each child's output pipe, and an eventfd that
 //     brings new attempts, cancel requests and the stop request. Deadlines
@@ -185,21 +185,26 @@ struct Attempt {
   std::string message;  ///< set at start (exec failure)
 };
 
-/// Keeps emptied working directories and upstream files for reuse.
+/// Keeps emptied working directories for reuse.
 ///
 /// A finished attempt's directory, once the files in it are removed (the
-/// upstream file the backend wrote is kept), is renamed into <parent>/+crucible-spare-<pid>-<n>/ (as
-/// d<N>, the file as f<N>) and later renamed into place as a new attempt's
-/// fresh working directory: no inode is made or freed per step. '+' never
-/// appears in a name the engine makes (SafeName), so spares cannot collide
-/// with a step's directory. A changed mode or owner, a subdirectory or a
-/// hard-linked upstream file, and the directory is removed as before instead. The pool holds at most kMaxSpares of each per parent.
+/// upstream file the backend wrote is kept, for the next attempt that has
+/// one), is renamed into <parent>/+crucible-spare-<pid>-<n>/d<N> and later
+/// renamed into place as a new attempt's fresh working directory: no inode is
+/// made or freed per step. '+' never appears in a name the engine makes
+/// (SafeName), so spares cannot collide with a step's directory. A changed
+/// mode or owner, a subdirectory or a hard-linked upstream file, and the
+/// directory is removed as before instead. The pool holds at most kMaxSpares
+/// directories of each kind (empty; holding an upstream file) per parent.
 ///
-/// Thread-safety: every call locks the pool; Take* run on the engine thread,
+/// Thread-safety: every call locks the pool; Take runs on the engine thread,
 /// Recycle on the waiter.
 class WorkDirRecycler {
  public:
   static constexpr size_t kMaxSpares = 64;
+
+  /// What Take put in place.
+  enum class Taken { kNone, kEmpty, kWithUpstream };
 
   ~WorkDirRecycler() {
     for (auto& [parent, pool] : pools_) {
@@ -208,34 +213,32 @@ class WorkDirRecycler {
     }
   }
 
-  /// Renames a spare directory to work_dir; false when there is none (or it could not be used).
-  bool TakeDir(const std::string& work_dir) {
+  /// Renames a spare directory to work_dir: one holding an upstream file when
+  /// with_upstream (else an empty one, never one holding a file).
+  Taken Take(const std::string& work_dir, bool with_upstream) {
     std::string spare;
+    Taken kind = Taken::kNone;
     {
       std::lock_guard<std::mutex> lock(mu_);
       Pool* pool = Find(Parent(work_dir));
-      if (pool == nullptr || pool->dirs.empty()) return false;
-      spare = pool->root + "/d" + std::to_string(pool->dirs.back());
-      pool->dirs.pop_back();
+      if (pool == nullptr) return Taken::kNone;
+      std::vector<uint64_t>* from = nullptr;
+      if (with_upstream && !pool->with_file.empty()) {
+        from = &pool->with_file;
+        kind = Taken::kWithUpstream;
+      } else if (!pool->empty.empty()) {
+        from = &pool->empty;
+        kind = Taken::kEmpty;
+      } else {
+        return Taken::kNone;
+      }
+      spare = pool->root + "/d" + std::to_string(from->back());
+      from->pop_back();
     }
-    if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, work_dir.c_str(), RENAME_NOREPLACE) == 0) return true;
-    ::rmdir(spare.c_str());
-    return false;
-  }
-
-  /// Renames a spare file to path (in a directory just taken); false when there is none.
-  bool TakeFile(const std::string& work_dir, const std::string& path) {
-    std::string spare;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Pool* pool = Find(Parent(work_dir));
-      if (pool == nullptr || pool->files.empty()) return false;
-      spare = pool->root + "/f" + std::to_string(pool->files.back());
-      pool->files.pop_back();
-    }
-    if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return true;
-    ::unlink(spare.c_str());
-    return false;
+    if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, work_dir.c_str(), RENAME_NOREPLACE) == 0) return kind;
+    std::error_code ec;
+    fs::remove_all(spare, ec);
+    return Taken::kNone;
   }
 
   /// Records the mode a freshly made working directory gets (the first one made).
@@ -256,8 +259,8 @@ class WorkDirRecycler {
  private:
   struct Pool {
     std::string root;
-    std::vector<uint64_t> dirs;
-    std::vector<uint64_t> files;
+    std::vector<uint64_t> empty;
+    std::vector<uint64_t> with_file;
     uint64_t next = 0;
   };
 
@@ -305,49 +308,31 @@ class WorkDirRecycler {
         break;
       }
       if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-      if (std::strcmp(e->d_name, upstream_name) != 0) {
-        // What the step left (its outputs file, say): a file goes, a directory (nlink) was ruled out.
-        ok = ::unlinkat(::dirfd(dir), e->d_name, 0) == 0;
-        continue;
+      if (std::strcmp(e->d_name, upstream_name) == 0) {
+        struct stat fst;
+        has_upstream = ::fstatat(::dirfd(dir), upstream_name, &fst, AT_SYMLINK_NOFOLLOW) == 0 &&
+                       S_ISREG(fst.st_mode) && fst.st_nlink == 1 && fst.st_uid == ::geteuid() &&
+                       (fst.st_mode & 07777) == 0644;
+        if (has_upstream) continue;
       }
-      struct stat fst;
-      ok = ::fstatat(::dirfd(dir), upstream_name, &fst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fst.st_mode) &&
-           fst.st_nlink == 1 && fst.st_uid == ::geteuid() && (fst.st_mode & 07777) == 0644;
-      has_upstream = true;
+      // What the step left (its outputs file, say): a file goes, a directory (nlink) was ruled out.
+      ok = ::unlinkat(::dirfd(dir), e->d_name, 0) == 0;
     }
-    if (!ok) {
-      ::closedir(dir);
-      return false;
-    }
-    std::string dir_dest, file_dest;
-    uint64_t id = 0;
+    ::closedir(dir);
+    if (!ok) return false;
+    std::string dest;
     {
       std::lock_guard<std::mutex> lock(mu_);
       Pool* pool = FindOrMake(Parent(work_dir));
-      if (pool == nullptr || pool->dirs.size() >= kMaxSpares) {
-        ::closedir(dir);
-        return false;
-      }
-      id = pool->next++;
-      dir_dest = pool->root + "/d" + std::to_string(id);
-      if (has_upstream && pool->files.size() < kMaxSpares) file_dest = pool->root + "/f" + std::to_string(id);
+      if (pool == nullptr || (has_upstream ? pool->with_file : pool->empty).size() >= kMaxSpares) return false;
+      dest = pool->root + "/d" + std::to_string(pool->next++);
     }
-    bool file_kept = false;
-    if (has_upstream) {
-      if (!file_dest.empty() && ::renameat(::dirfd(dir), upstream_name, AT_FDCWD, file_dest.c_str()) == 0) {
-        file_kept = true;
-      } else if (::unlinkat(::dirfd(dir), upstream_name, 0) != 0) {
-        ::closedir(dir);
-        return false;
-      }
-    }
-    ::closedir(dir);
-    bool dir_kept = ::rename(work_dir.c_str(), dir_dest.c_str()) == 0;
+    if (::rename(work_dir.c_str(), dest.c_str()) != 0) return false;
+    uint64_t id = std::stoull(dest.substr(dest.find_last_of('/') + 2));
     std::lock_guard<std::mutex> lock(mu_);
     Pool* pool = Find(Parent(work_dir));
-    if (file_kept) pool->files.push_back(id);
-    if (dir_kept) pool->dirs.push_back(id);
-    return dir_kept;
+    (has_upstream ? pool->with_file : pool->empty).push_back(id);
+    return true;
   }
 
   std::mutex mu_;
@@ -631,8 +616,9 @@ class LocalProcBackend : public sdk::Backend {
   /// Creates the working directory with its inputs, upstream file and empty outputs file.
   void PrepareWorkDir(const sdk::Launch& launch, Attempt* a) {
     std::error_code ec;
-    bool recycled = !a->keep_work && recycler_.TakeDir(a->work_dir);
-    if (!recycled) {
+    WorkDirRecycler::Taken taken = a->keep_work ? WorkDirRecycler::Taken::kNone
+                                                : recycler_.Take(a->work_dir, launch.upstream_json.has_value());
+    if (taken == WorkDirRecycler::Taken::kNone) {
       if (::mkdir(a->work_dir.c_str(), 0777) == 0) {
         recycler_.NoteFreshDir(a->work_dir);
       } else if (errno != EEXIST) {
@@ -660,7 +646,7 @@ class LocalProcBackend : public sdk::Backend {
     }
     if (launch.upstream_json) {
       std::string path = a->work_dir + "/" + kUpstreamFile;
-      bool reused = recycled && recycler_.TakeFile(a->work_dir, path);
+      bool reused = taken == WorkDirRecycler::Taken::kWithUpstream;
       // A reused file is overwritten, then cut to length: truncating to zero and
       // closing would make ext4 (auto_da_alloc) write the file out at close.
       int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (reused ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
