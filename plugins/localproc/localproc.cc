@@ -52,6 +52,7 @@
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -136,6 +137,26 @@ unsigned long long ProcStartTime(pid_t pid) {
     if (*p == ' ') ++field;
   }
   return std::strtoull(p, nullptr, 10);
+}
+
+/// CLOCK_BOOTTIME in nanoseconds (-1 when unavailable).
+int64_t BootTimeNs() {
+  timespec ts{};
+  if (::clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return -1;
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+/// The child's start time as /proc/PID/stat gives it (clock ticks since boot).
+/// The kernel stamps it with the boot clock inside clone, between our two
+/// readings: when both fall in the same tick, that tick is it and /proc need
+/// not be read (three system calls per step); otherwise it is read.
+unsigned long long StartTimeTicks(pid_t pid, int64_t boot_before, int64_t boot_after) {
+  static const long hz = ::sysconf(_SC_CLK_TCK);
+  if (hz > 0 && 1000000000 % hz == 0 && boot_before >= 0 && boot_after >= boot_before) {
+    int64_t tick_ns = 1000000000 / hz;
+    if (boot_before / tick_ns == boot_after / tick_ns) return static_cast<unsigned long long>(boot_before / tick_ns);
+  }
+  return ProcStartTime(pid);
 }
 
 /// Reads up to cap bytes of a file; nullopt when it does not exist.
@@ -553,7 +574,9 @@ class LocalProcBackend : public sdk::Backend {
       req.rlimit_as = launch.memory_bytes;
 
     a->started_ms = NowEpochMs();
+    int64_t boot_before = BootTimeNs();
     SpawnResult sr = spawner_.Spawn(req);
+    int64_t boot_after = BootTimeNs();
     ::close(pipefd[1]);
     if (sr.pid < 0) {
       Abandon(a.get());
@@ -575,7 +598,8 @@ class LocalProcBackend : public sdk::Backend {
     }
     if (have_pidfd_) a->pidfd = PidfdOpen(a->pid);
     if (launch.timeout_ms > 0) a->timeout_at = NowMonoMs() + launch.timeout_ms;
-    std::string handle = "pid=" + std::to_string(a->pid) + " start=" + std::to_string(ProcStartTime(a->pid)) +
+    std::string handle = "pid=" + std::to_string(a->pid) + " start=" +
+                         std::to_string(StartTimeTicks(a->pid, boot_before, boot_after)) +
                          " pgid=" + std::to_string(a->pid);
     // Hand over first, then register with epoll from here: an event can only
     // name an attempt the waiter can already find, and no wake-up is needed

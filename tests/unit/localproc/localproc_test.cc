@@ -450,6 +450,27 @@ TEST(LocalProcTest, StepsRunInACgroupSlotAfterItsTreeWasKilled) {
   }
 }
 
+TEST(LocalProcTest, HandleStartTimeMatchesProc) {
+  Instance in;
+  std::regex form(R"(pid=(\d+) start=(\d+) pgid=(\d+))");
+  for (uint64_t key = 1; key <= 20; ++key) {
+    std::string handle;
+    ASSERT_EQ(in.Start(key, {{"sleep", "30"}}, &handle), CRUCIBLE_STATUS_OK);
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(handle, m, form)) << handle;
+    std::string stat = ReadFile("/proc/" + m[1].str() + "/stat");
+    size_t p = stat.rfind(')');
+    ASSERT_NE(p, std::string::npos);
+    std::istringstream fields(stat.substr(p + 2));
+    std::string field;
+    for (int i = 3; i <= 22 && fields >> field; ++i) {
+    }
+    EXPECT_EQ(m[2].str(), field) << handle;
+    Api()->cancel(in.backend(), key, 0);
+    ASSERT_TRUE(in.Wait(key));
+  }
+}
+
 TEST(LocalProcTest, SilentStepHasNoLogFile) {
   Instance in;
   ASSERT_EQ(in.Start(1, {{"true"}}), CRUCIBLE_STATUS_OK);
