@@ -55,6 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -392,6 +393,53 @@ class ExecutableCache {
   std::unordered_map<std::string, std::string> cache_;  ///< engine thread only
 };
 
+/// The engine's environment as the children get it, rebuilt only when
+/// `environ` changes (setenv replaces entry pointers; a string changed in
+/// place after putenv goes unseen). Engine thread only.
+struct EnvCache {
+  std::vector<std::string> entries;                ///< copies of the NAME=VALUE entries
+  std::vector<char*> ptrs;                         ///< into entries, in environ's order
+  std::unordered_map<std::string, size_t> index;   ///< name -> slot of its last occurrence
+  std::string path;                                ///< PATH's value ("" when unset)
+};
+
+class EnvironmentCache {
+ public:
+  const EnvCache& Get() {
+    bool same = true;
+    size_t n = 0;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e, ++n) {
+      if (n >= seen_.size() || seen_[n] != *e) {
+        same = false;
+        break;
+      }
+    }
+    if (same && n == seen_.size() && built_) return cache_;
+    seen_.clear();
+    cache_ = EnvCache{};
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      seen_.push_back(*e);
+      const char* eq = std::strchr(*e, '=');
+      if (eq == nullptr) continue;
+      cache_.entries.emplace_back(*e);
+    }
+    for (size_t i = 0; i < cache_.entries.size(); ++i) {
+      std::string& entry = cache_.entries[i];
+      cache_.ptrs.push_back(entry.data());
+      std::string name = entry.substr(0, entry.find('='));
+      if (name == "PATH") cache_.path = entry.substr(5);
+      cache_.index[name] = i;
+    }
+    built_ = true;
+    return cache_;
+  }
+
+ private:
+  std::vector<char*> seen_;
+  EnvCache cache_;
+  bool built_ = false;
+};
+
 /// Options as this plugin reads them.
 struct Settings {
   int64_t kill_grace_ms = kDefaultKillGraceMs;
@@ -486,32 +534,32 @@ class LocalProcBackend : public sdk::Backend {
     a->log_cap = launch.log_cap_bytes == 0 ? kDefaultLogCap : launch.log_cap_bytes;
     PrepareWorkDir(launch, a.get());
 
-    // Environment: the engine's own, then the launch's, then ours.
+    // Environment: the engine's own (cached), then the launch's, then ours.
     std::vector<std::pair<std::string, std::string>> overrides = launch.env;
     overrides.emplace_back("CRUCIBLE_OUTPUT", a->output_path);
     if (launch.upstream_json) overrides.emplace_back("CRUCIBLE_UPSTREAM", a->work_dir + "/" + kUpstreamFile);
-    std::unordered_map<std::string, size_t> index;
-    std::vector<std::string> env;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      const char* eq = std::strchr(*e, '=');
-      if (eq == nullptr) continue;
-      index[std::string(*e, static_cast<size_t>(eq - *e))] = env.size();
-      env.emplace_back(*e);
-    }
+    const EnvCache& base = env_cache_.Get();
+    std::vector<char*> envp = base.ptrs;
+    std::vector<std::string> extra;
+    extra.reserve(overrides.size());  // no reallocation: envp points into these
+    std::vector<std::pair<const std::string*, size_t>> added;  ///< names not in the base, their envp slot
+    std::string path_env = base.path;
     for (const auto& [k, v] : overrides) {
-      auto it = index.find(k);
-      if (it != index.end()) {
-        env[it->second] = k + "=" + v;
+      extra.push_back(k + "=" + v);
+      char* entry = extra.back().data();
+      if (k == "PATH") path_env = v;
+      if (auto it = base.index.find(k); it != base.index.end()) {
+        envp[it->second] = entry;
+        continue;
+      }
+      auto same = std::find_if(added.begin(), added.end(), [&](const auto& n) { return *n.first == k; });
+      if (same != added.end()) {
+        envp[same->second] = entry;
       } else {
-        index[k] = env.size();
-        env.push_back(k + "=" + v);
+        added.emplace_back(&k, envp.size());
+        envp.push_back(entry);
       }
     }
-    std::string path_env;
-    if (auto it = index.find("PATH"); it != index.end()) path_env = env[it->second].substr(5);
-    std::vector<char*> envp;
-    envp.reserve(env.size() + 1);
-    for (std::string& s : env) envp.push_back(s.data());
     envp.push_back(nullptr);
     std::vector<std::string> args = launch.argv;
     std::vector<char*> argv;
@@ -999,6 +1047,7 @@ class LocalProcBackend : public sdk::Backend {
   CgroupPool pool_;
   Spawner spawner_;
   ExecutableCache executables_;  ///< engine thread only
+  EnvironmentCache env_cache_;    ///< engine thread only
   WorkDirRecycler recycler_;
   int devnull_ = -1;
   int epfd_ = -1;

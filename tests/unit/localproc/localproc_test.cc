@@ -346,6 +346,28 @@ TEST(LocalProcTest, EnvironmentHasEngineEnvLaunchEnvAndCrucibleFiles) {
                              "/crucible-upstream.json|" + *s.upstream);
 }
 
+TEST(LocalProcTest, EngineEnvironmentChangesReachLaterSteps) {
+  Instance in;
+  Step s{{"/bin/sh", "-c", "printf '%s|%s' \"$LOCALPROC_TEST_LATE\" \"$LOCALPROC_TEST_DUP\" > \"$CRUCIBLE_OUTPUT\""}};
+  s.env = {{"LOCALPROC_TEST_DUP", "first"}, {"LOCALPROC_TEST_DUP", "second"}};
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r1 = in.Wait(1);
+  ::setenv("LOCALPROC_TEST_LATE", "set-later", 1);
+  ASSERT_EQ(in.Start(2, s), CRUCIBLE_STATUS_OK);
+  auto r2 = in.Wait(2);
+  ::setenv("LOCALPROC_TEST_LATE", "changed", 1);
+  ASSERT_EQ(in.Start(3, s), CRUCIBLE_STATUS_OK);
+  auto r3 = in.Wait(3);
+  ::unsetenv("LOCALPROC_TEST_LATE");
+  ASSERT_EQ(in.Start(4, s), CRUCIBLE_STATUS_OK);
+  auto r4 = in.Wait(4);
+  ASSERT_TRUE(r1 && r2 && r3 && r4);
+  EXPECT_EQ(r1->outputs, std::optional<std::string>("|second"));
+  EXPECT_EQ(r2->outputs, std::optional<std::string>("set-later|second"));
+  EXPECT_EQ(r3->outputs, std::optional<std::string>("changed|second"));
+  EXPECT_EQ(r4->outputs, std::optional<std::string>("|second"));
+}
+
 TEST(LocalProcTest, InputsAreCopiedToRelativePathsKeepingMode) {
   Instance in;
   std::string src = in.dir() + "/tool.sh";
