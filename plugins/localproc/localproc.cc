@@ -211,7 +211,7 @@ struct Attempt {
 ///
 /// A finished attempt's directory, once the files in it are removed (the
 /// upstream file the backend wrote is kept, for the next attempt that has
-/// one), is renamed into <parent>/+crucible-spare-<pid>-<n>/d<N> and later
+/// one), is renamed to <parent>/+crucible-spare-<pid>-<n>-d<N> and later
 /// renamed into place as a new attempt's fresh working directory: no inode is
 /// made or freed per step. '+' never appears in a name the engine makes
 /// (SafeName), so spares cannot collide with a step's directory. A changed
@@ -230,8 +230,12 @@ class WorkDirRecycler {
 
   ~WorkDirRecycler() {
     for (auto& [parent, pool] : pools_) {
-      std::error_code ec;
-      fs::remove_all(pool.root, ec);
+      for (const auto* ids : {&pool.empty, &pool.with_file}) {
+        for (uint64_t id : *ids) {
+          std::error_code ec;
+          fs::remove_all(pool.root + std::to_string(id), ec);
+        }
+      }
     }
   }
 
@@ -254,7 +258,7 @@ class WorkDirRecycler {
       } else {
         return Taken::kNone;
       }
-      spare = pool->root + "/d" + std::to_string(from->back());
+      spare = pool->root + std::to_string(from->back());
       from->pop_back();
     }
     if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, work_dir.c_str(), RENAME_NOREPLACE) == 0) return kind;
@@ -296,14 +300,13 @@ class WorkDirRecycler {
     return it == pools_.end() ? nullptr : &it->second;
   }
 
-  /// The pool of parent, its spare directory made on first use; nullptr when it cannot be made.
+  /// The pool of parent (its spares sit in parent itself: a rename within one
+  /// directory is cheaper than across two).
   Pool* FindOrMake(const std::string& parent) {
     if (Pool* p = Find(parent)) return p;
     static std::atomic<int> counter{0};
-    std::string root = parent + "/+crucible-spare-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    if (::mkdir(root.c_str(), 0700) != 0) return nullptr;
     Pool& p = pools_[parent];
-    p.root = root;
+    p.root = parent + "/+crucible-spare-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-d";
     return &p;
   }
 
@@ -343,14 +346,15 @@ class WorkDirRecycler {
     ::closedir(dir);
     if (!ok) return false;
     std::string dest;
+    uint64_t id = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       Pool* pool = FindOrMake(Parent(work_dir));
       if (pool == nullptr || (has_upstream ? pool->with_file : pool->empty).size() >= kMaxSpares) return false;
-      dest = pool->root + "/d" + std::to_string(pool->next++);
+      id = pool->next++;
+      dest = pool->root + std::to_string(id);
     }
-    if (::rename(work_dir.c_str(), dest.c_str()) != 0) return false;
-    uint64_t id = std::stoull(dest.substr(dest.find_last_of('/') + 2));
+    if (::renameat2(AT_FDCWD, work_dir.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) != 0) return false;
     std::lock_guard<std::mutex> lock(mu_);
     Pool* pool = Find(Parent(work_dir));
     (has_upstream ? pool->with_file : pool->empty).push_back(id);
