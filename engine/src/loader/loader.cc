@@ -215,8 +215,9 @@ class SpecBuilder {
  public:
   explicit SpecBuilder(std::string dir) : dir_(std::move(dir)) {}
 
-  /// Fills spec from root. Each [[steps]] table is emptied once read, so the DOM
-  /// (large: a node per `needs` entry) and the spec are never both whole in memory.
+  /// Fills spec from root. A [[steps]] table with a long `needs` list is emptied
+  /// once read, so a large DOM (a node per `needs` entry) and the spec are never
+  /// both whole in memory.
   void Build(toml::table& root, WorkflowSpec& spec) {
     const toml::node* workflow = nullptr;
     const toml::node* steps = nullptr;
@@ -491,7 +492,12 @@ class SpecBuilder {
       }
       StepSpec& step = spec.steps.emplace_back();
       LoadStep(*table, index, step, first_line);
-      table->clear();  // read: free its nodes now
+      // Read: free a large table's nodes now (a long `needs` list is most of a big
+      // DOM). Small ones go with the DOM: freeing them one by one while the spec
+      // grows leaves holes the planner cannot use, which costs more than it saves.
+      if (const toml::array* needs = table->get_as<toml::array>("needs"); needs != nullptr && needs->size() >= 8) {
+        table->clear();
+      }
     }
   }
 
