@@ -8,21 +8,6 @@
 namespace crucible::cli {
 namespace {
 
-const char* ReasonText(crucible_reason r) {
-  switch (r) {
-    case CRUCIBLE_REASON_NONE: return "none";
-    case CRUCIBLE_REASON_EXITED: return "exited";
-    case CRUCIBLE_REASON_TIMEOUT: return "timeout";
-    case CRUCIBLE_REASON_OOM_KILLED: return "oom_killed";
-    case CRUCIBLE_REASON_CANCELLED: return "cancelled";
-    case CRUCIBLE_REASON_BACKEND_ERROR: return "backend_error";
-    case CRUCIBLE_REASON_LOST: return "lost";
-    case CRUCIBLE_REASON_SIGNALED: return "signaled";
-    case CRUCIBLE_REASON_UNSET: break;
-  }
-  return "unknown";
-}
-
 /// Cuts `s` to `width` display columns (UTF-8 aware), never mid-character.
 std::string Truncate(const std::string& s, int width) {
   if (width <= 0) return "";
@@ -158,7 +143,7 @@ void ProgressReporter::OnAttemptFinished(plan::TaskId task, int attempt, const h
       std::string exit = result.exit_code >= 0 ? " exit=" + std::to_string(result.exit_code) : "";
       std::string sig = result.signal > 0 ? " signal=" + std::to_string(result.signal) : "";
       Notice("failed " + name + " attempt=" + std::to_string(attempt) + exit + sig +
-             " reason=" + ReasonText(result.reason) + " " + FormatElapsed(dur) + message);
+             " reason=" + host::ReasonName(result.reason) + " " + FormatElapsed(dur) + message);
       break;
     }
   }

@@ -67,6 +67,22 @@ struct AttemptResult {
   std::string message;
 };
 
+/// The reason as stored and shown ("exited", "timeout", ...); "" for none.
+inline const char* ReasonName(crucible_reason r) {
+  switch (r) {
+    case CRUCIBLE_REASON_EXITED: return "exited";
+    case CRUCIBLE_REASON_TIMEOUT: return "timeout";
+    case CRUCIBLE_REASON_OOM_KILLED: return "oom_killed";
+    case CRUCIBLE_REASON_CANCELLED: return "cancelled";
+    case CRUCIBLE_REASON_BACKEND_ERROR: return "backend_error";
+    case CRUCIBLE_REASON_LOST: return "lost";
+    case CRUCIBLE_REASON_SIGNALED: return "signaled";
+    case CRUCIBLE_REASON_UNSET:
+    case CRUCIBLE_REASON_NONE: return "";
+  }
+  return "";
+}
+
 /// One backend instance serving one run.
 class Backend {
  public:

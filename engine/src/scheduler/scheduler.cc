@@ -68,21 +68,6 @@ std::shared_ptr<spdlog::logger> Log() {
   return logger;
 }
 
-/// The attempt reason as stored; "" for none.
-const char* ReasonText(crucible_reason r) {
-  switch (r) {
-    case CRUCIBLE_REASON_EXITED: return "exited";
-    case CRUCIBLE_REASON_TIMEOUT: return "timeout";
-    case CRUCIBLE_REASON_OOM_KILLED: return "oom_killed";
-    case CRUCIBLE_REASON_CANCELLED: return "cancelled";
-    case CRUCIBLE_REASON_BACKEND_ERROR: return "backend_error";
-    case CRUCIBLE_REASON_LOST: return "lost";
-    case CRUCIBLE_REASON_SIGNALED: return "signaled";
-    case CRUCIBLE_REASON_UNSET:
-    case CRUCIBLE_REASON_NONE: return "";
-  }
-  return "";
-}
 
 /// Whether a failure matches the step's retry_on (empty: every failure).
 bool MatchesRetryOn(const std::vector<plan::RetryOn>& retry_on, const std::string& reason, int exit_code, int signal) {
@@ -443,7 +428,7 @@ struct Scheduler::Impl {
         break;
       case CRUCIBLE_OUTCOME_FAILED:
         row.state = "failed";
-        row.reason = ReasonText(r.reason);
+        row.reason = host::ReasonName(r.reason);
         if (row.reason.empty() || row.reason == "cancelled") row.reason = r.exit_code > 0 ? "exited" : "backend_error";
         break;
       case CRUCIBLE_OUTCOME_UNSET:
