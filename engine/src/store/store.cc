@@ -373,7 +373,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& state_dir) {
     impl->db.exec("PRAGMA synchronous = NORMAL");
     impl->db.exec("PRAGMA foreign_keys = ON");
     doing = "migrating the schema";
-    while (true) {
+    // A current database needs no write lock: readers (status, logs) never wait behind a running engine here.
+    while (version < kSchemaVersion) {
       impl->db.exec("BEGIN IMMEDIATE");
       // Read again under the write lock: another process may have migrated meanwhile.
       int current = impl->db.execAndGet("PRAGMA user_version").getInt();
@@ -390,6 +391,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& state_dir) {
       impl->db.exec(kMigrations[current]);
       impl->db.exec("PRAGMA user_version = " + std::to_string(current + 1));
       impl->db.exec("COMMIT");
+      version = current + 1;
     }
     doing = "preparing statements";
     impl->Prepare();

@@ -373,6 +373,20 @@ TEST_F(StoreTest, SecondWriterGetsBusy) {
   EXPECT_EQ(s.error().code, ErrorCode::kBusy);
 }
 
+TEST_F(StoreTest, OpeningACurrentDatabaseDoesNotWaitForAWriter) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->CreateRun(MakeRun("r1", 1), {}).ok());
+  SQLite::Database writer(store->db_path(), SQLite::OPEN_READWRITE);
+  writer.exec("BEGIN IMMEDIATE");  // a running engine in the middle of a write
+  auto reader = Store::Open(state_dir_);
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  Result<RunRow> run = (*reader)->GetRun("r1");
+  writer.exec("ROLLBACK");
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->id, "r1");
+}
+
 TEST_F(StoreTest, CliQueriesUseIndexes) {
   auto store = OpenStore();
   ASSERT_TRUE(store);
