@@ -22,10 +22,24 @@
 //     is unavailable (kernel < 5.3) the loop ticks every 5 ms and checks its
 //     children with waitid(WNOHANG | WNOWAIT) instead.
 //   - Output: one pipe per attempt carries stdout and stderr; the waiter
-//     writes its head to the log file up to log_cap_bytes and only counts the
-//     rest. This bounds disk use during a flood, which handing the child the
-//     log file could not, and costs a pipe and two epoll registrations per
-//     attempt, a few microseconds against a ~300 us spawn.
+//     drains it into the log file, which keeps the head and the tail of the
+//     output within log_cap_bytes. This bounds disk use during a flood, which
+//     handing the child the log file could not, and costs a pipe and two epoll
+//     registrations per attempt, a few microseconds against a ~300 us spawn.
+//     Head and tail cost no memory (LogRing): the first cap/2 bytes go to the
+//     file as they come; the rest of the cap is a circular buffer in the file
+//     right after them, written with pwrite at (position - head) mod tail, so
+//     an output within the cap is the file exactly as written and a read costs
+//     one or two pwrites whatever the flood. Once the output outgrows the cap,
+//     the attempt's end (on the waiter, off the engine thread) puts the ring in
+//     order: it is copied in order past its end (copy_file_range, else pread/
+//     pwrite through the waiter's 64 KiB buffer), the marker line
+//     "\n[crucible-engine: N bytes dropped]\n" is written after the head and
+//     the ordered tail copied in behind it, in non-overlapping chunks, and the
+//     file cut to head + marker + tail: about 2 x cap/2 bytes copied in the
+//     page cache once per flooding attempt, the file briefly 1.5 x cap.
+//     log_bytes_kept counts the step's bytes in the file (the marker is not
+//     output), log_bytes_dropped the rest.
 //   - When the step's main process exits, whatever is left of its tree is
 //     killed (the step is over; nothing it started outlives it), the pipe is
 //     drained of what is already written (not waiting for EOF, which a killed
@@ -177,6 +191,113 @@ std::optional<std::string> ReadCapped(const std::string& path, uint64_t cap) {
   return out;
 }
 
+/// The log file as head plus circular tail (see the design comment): the
+/// byte at stream position p lives at p below cap/2, else at
+/// cap/2 + (p - cap/2) mod (cap - cap/2).
+struct LogRing {
+  static uint64_t Head(uint64_t cap) { return cap / 2; }
+
+  /// pwrites all of data at off; false on error.
+  static bool PwriteAll(int fd, const char* data, size_t len, uint64_t off) {
+    while (len > 0) {
+      ssize_t n = ::pwrite(fd, data, len, static_cast<off_t>(off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      data += n;
+      len -= static_cast<size_t>(n);
+      off += static_cast<uint64_t>(n);
+    }
+    return true;
+  }
+
+  /// Places len bytes of output at stream position pos; false on error.
+  static bool Write(int fd, uint64_t cap, uint64_t pos, const char* data, size_t len) {
+    const uint64_t head = Head(cap), ring = cap - head;
+    if (pos < head) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(len, head - pos));
+      if (!PwriteAll(fd, data, n, pos)) return false;
+      data += n;
+      pos += n;
+      len -= n;
+    }
+    // Only the last `ring` bytes of what is left can survive in the ring.
+    if (len > ring) {
+      size_t skip = static_cast<size_t>(len - ring);
+      data += skip;
+      pos += skip;
+      len -= skip;
+    }
+    while (len > 0) {
+      uint64_t r = (pos - head) % ring;
+      size_t n = static_cast<size_t>(std::min<uint64_t>(ring - r, len));
+      if (!PwriteAll(fd, data, n, head + r)) return false;
+      data += n;
+      pos += n;
+      len -= n;
+    }
+    return true;
+  }
+
+  /// Copies len bytes within fd from src to dst, in pieces of at most chunk
+  /// (each piece's ranges must not overlap); "" or the error.
+  static std::string Copy(int fd, uint64_t src, uint64_t dst, uint64_t len, uint64_t chunk) {
+    static thread_local char buf[65536];
+    static std::atomic<bool> no_cfr{false};
+    while (len > 0) {
+      uint64_t c = std::min(len, chunk);
+      if (!no_cfr.load(std::memory_order_relaxed)) {
+        loff_t in = static_cast<loff_t>(src), out = static_cast<loff_t>(dst);
+        ssize_t n = ::copy_file_range(fd, &in, fd, &out, static_cast<size_t>(c), 0);
+        if (n > 0) {
+          src += static_cast<uint64_t>(n);
+          dst += static_cast<uint64_t>(n);
+          len -= static_cast<uint64_t>(n);
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) return "unexpected end of file";
+        if (errno != ENOSYS && errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP)
+          return std::strerror(errno);
+        no_cfr.store(true, std::memory_order_relaxed);
+      }
+      size_t piece = static_cast<size_t>(std::min<uint64_t>(c, sizeof buf));
+      ssize_t n = ::pread(fd, buf, piece, static_cast<off_t>(src));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return std::strerror(errno);
+      if (n == 0) return "unexpected end of file";
+      if (!PwriteAll(fd, buf, static_cast<size_t>(n), dst)) return std::strerror(errno);
+      src += static_cast<uint64_t>(n);
+      dst += static_cast<uint64_t>(n);
+      len -= static_cast<uint64_t>(n);
+    }
+    return "";
+  }
+
+  /// The marker that stands for what was dropped between head and tail.
+  static std::string Marker(uint64_t dropped) {
+    return "\n[crucible-engine: " + std::to_string(dropped) + " bytes dropped]\n";
+  }
+
+  /// Turns a wrapped log (written > cap) into head + marker + tail in order; "" or the error.
+  static std::string Finish(int fd, uint64_t cap, uint64_t written) {
+    const uint64_t head = Head(cap), ring = cap - head;
+    const uint64_t oldest = (written - head) % ring;  // ring index of the oldest byte kept
+    const std::string marker = Marker(written - cap);
+    const uint64_t m = marker.size();
+    // The tail in order, past everything: at cap + m, so the final copy back to
+    // head + m moves forward by `ring` bytes and pieces of `ring` never overlap.
+    const uint64_t scratch = cap + m;
+    std::string err = Copy(fd, head + oldest, scratch, ring - oldest, ring);
+    if (err.empty()) err = Copy(fd, head, scratch + (ring - oldest), oldest, ring);
+    if (err.empty() && !PwriteAll(fd, marker.data(), marker.size(), head)) err = std::strerror(errno);
+    if (err.empty()) err = Copy(fd, scratch, head + m, ring, ring);
+    if (err.empty() && ::ftruncate(fd, static_cast<off_t>(head + m + ring)) != 0) err = std::strerror(errno);
+    return err;
+  }
+};
+
 /// Why an attempt is being stopped by us.
 enum class StopReason { kNone, kTimeout, kCancel };
 
@@ -190,8 +311,9 @@ struct Attempt {
   std::string log_path;
   bool log_failed = false;  ///< opening the log failed: output is counted as dropped
   uint64_t log_cap = 0;
-  uint64_t kept = 0;
-  uint64_t dropped = 0;
+  uint64_t written = 0;  ///< bytes of output placed in the log so far (the ring's stream position)
+  uint64_t kept = 0;     ///< set at the end: bytes of output left in the log
+  uint64_t dropped = 0;  ///< bytes of output not in the log (the ring's overwritten ones added at the end)
   Slot* slot = nullptr;
   bool had_slot = false;  ///< ran in a cgroup slot (its whole tree is killed at the end)
   bool oom_tracked = false;
@@ -646,7 +768,7 @@ class LocalProcBackend : public sdk::Backend {
       a->message = "cannot run " + launch.argv[0] + ": " + std::strerror(sr.exec_errno);
       std::string line = "crucible-engine: " + a->message + "\n";
       uint64_t take = std::min<uint64_t>(line.size(), a->log_cap);
-      if (OpenLog(a.get()) && WriteAll(a->log_fd, line.data(), take)) a->kept = take;
+      if (OpenLog(a.get()) && WriteAll(a->log_fd, line.data(), take)) a->written = take;
     }
     if (have_pidfd_) a->pidfd = PidfdOpen(a->pid);
     if (launch.timeout_ms > 0) a->timeout_at = NowMonoMs() + launch.timeout_ms;
@@ -753,7 +875,7 @@ class LocalProcBackend : public sdk::Backend {
   bool OpenLog(Attempt* a) {
     if (a->log_fd >= 0) return true;
     if (a->log_failed) return false;
-    a->log_fd = ::open(a->log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    a->log_fd = ::open(a->log_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (a->log_fd < 0) {
       a->log_failed = true;
       if (a->message.empty()) a->message = Errno("cannot open log " + a->log_path, errno) + "; output dropped";
@@ -855,11 +977,11 @@ class LocalProcBackend : public sdk::Backend {
         a->out_fd = -1;
         return;
       }
-      uint64_t room = a->log_cap > a->kept ? a->log_cap - a->kept : 0;
-      uint64_t take = std::min<uint64_t>(room, static_cast<uint64_t>(n));
-      if (take > 0 && !(OpenLog(a) && WriteAll(a->log_fd, buf, take))) take = 0;
-      a->kept += take;
-      a->dropped += static_cast<uint64_t>(n) - take;
+      if (OpenLog(a) && LogRing::Write(a->log_fd, a->log_cap, a->written, buf, static_cast<size_t>(n))) {
+        a->written += static_cast<uint64_t>(n);
+      } else {
+        a->dropped += static_cast<uint64_t>(n);
+      }
     }
   }
 
@@ -890,7 +1012,15 @@ class LocalProcBackend : public sdk::Backend {
       ::close(a->pidfd);
       a->pidfd = -1;
     }
-    if (a->log_fd >= 0) ::close(a->log_fd);
+    a->kept = std::min(a->written, a->log_cap);
+    a->dropped += a->written - a->kept;
+    if (a->log_fd >= 0) {
+      if (a->written > a->log_cap) {
+        std::string err = LogRing::Finish(a->log_fd, a->log_cap, a->written);
+        if (!err.empty() && a->message.empty()) a->message = "cannot put the log's tail in order: " + err;
+      }
+      ::close(a->log_fd);
+    }
     a->log_fd = -1;
     bool oom = false;
     if (a->slot != nullptr) {

@@ -593,17 +593,137 @@ TEST(LocalProcTest, StdoutAndStderrAreBothCaptured) {
   EXPECT_EQ(r->dropped, 0u);
 }
 
-TEST(LocalProcTest, LogCapKeepsTheHeadAndCountsTheRest) {
+/// The marker the log holds between head and tail when output was dropped.
+std::string DropMarker(uint64_t dropped) {
+  return "\n[crucible-engine: " + std::to_string(dropped) + " bytes dropped]\n";
+}
+
+/// What a log with the given cap holds for a step that wrote `all`.
+std::string CappedLog(const std::string& all, uint64_t cap) {
+  if (all.size() <= cap) return all;
+  uint64_t head = cap / 2, tail = cap - head;
+  return all.substr(0, head) + DropMarker(all.size() - cap) + all.substr(all.size() - tail);
+}
+
+/// A field of /proc/self/status in KiB (VmRSS, VmHWM); -1 when absent.
+long ProcStatusKib(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+  }
+  return -1;
+}
+
+TEST(LocalProcTest, LogCapKeepsTheHeadAndTheTailAndCountsTheRest) {
   Instance in;
-  Step s{{"/bin/sh", "-c", "head -c 3145728 /dev/zero"}};
+  Step s{{"/bin/sh", "-c", "seq 1 400000"}};
   s.log_cap = 1048576;
   ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
   auto r = in.Wait(1);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  std::string all;
+  for (int i = 1; i <= 400000; ++i) all += std::to_string(i) + "\n";
+  ASSERT_GT(all.size(), 2u * s.log_cap);
   EXPECT_EQ(r->kept, 1048576u);
-  EXPECT_EQ(r->dropped, 2097152u);
-  EXPECT_EQ(fs::file_size(in.LogPath(1)), 1048576u);
+  EXPECT_EQ(r->dropped, all.size() - 1048576u);
+  std::string log = ReadFile(in.LogPath(1));
+  EXPECT_EQ(log.size(), 1048576u + DropMarker(r->dropped).size());
+  EXPECT_TRUE(log == CappedLog(all, s.log_cap)) << "log differs from head + marker + tail";
+
+  // A cap smaller than the marker: one byte of head, two of tail.
+  Step tiny{{"/bin/sh", "-c", "printf abcdefgh"}};
+  tiny.log_cap = 3;
+  ASSERT_EQ(in.Start(2, tiny), CRUCIBLE_STATUS_OK);
+  r = in.Wait(2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->kept, 3u);
+  EXPECT_EQ(r->dropped, 5u);
+  EXPECT_EQ(ReadFile(in.LogPath(2)), "a" + DropMarker(5) + "gh");
+}
+
+TEST(LocalProcTest, OutputExactlyAtTheCapIsKeptWhole) {
+  Instance in;
+  Step s{{"/bin/sh", "-c", "seq 1 1000; seq 1 1000 >&2"}};
+  std::string half;
+  for (int i = 1; i <= 1000; ++i) half += std::to_string(i) + "\n";
+  s.log_cap = 2 * half.size();
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->kept, 2 * half.size());
+  EXPECT_EQ(r->dropped, 0u);
+  EXPECT_EQ(ReadFile(in.LogPath(1)), half + half);
+}
+
+TEST(LocalProcTest, FloodOnStdoutAndStderrAtOnceStaysBounded) {
+  Instance in;
+  // Drop the peak RSS mark so VmHWM measures this test (best effort).
+  { std::ofstream("/proc/self/clear_refs") << "5"; }
+  long rss_before = ProcStatusKib("VmRSS");
+  Step s{{"/bin/sh", "-c",
+          "printf THE-START; head -c 100M /dev/zero & head -c 100M /dev/urandom >&2; wait; printf THE-END"}};
+  s.log_cap = 1048576;
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1, 60000);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  long rss_after = ProcStatusKib("VmRSS");
+  long hwm = ProcStatusKib("VmHWM");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  const uint64_t total = 200ull * 1048576 + 9 + 7;
+  EXPECT_EQ(r->kept, 1048576u);
+  EXPECT_EQ(r->dropped, total - r->kept);
+  std::string log = ReadFile(in.LogPath(1));
+  std::string marker = DropMarker(r->dropped);
+  EXPECT_EQ(log.size(), 1048576u + marker.size());
+  EXPECT_EQ(log.rfind("THE-START", 0), 0u);
+  EXPECT_EQ(log.substr(524288, marker.size()), marker);
+  ASSERT_GE(log.size(), 7u);
+  EXPECT_EQ(log.substr(log.size() - 7), "THE-END");
+  ASSERT_GT(rss_before, 0);
+  EXPECT_LT(rss_after - rss_before, 4096) << "VmRSS grew from " << rss_before << " to " << rss_after << " KiB";
+  std::printf("flood of %llu bytes: %lld ms, VmRSS %ld -> %ld KiB, VmHWM %ld KiB\n",
+              static_cast<unsigned long long>(total), static_cast<long long>(ms), rss_before, rss_after, hwm);
+}
+
+TEST(LocalProcTest, OneGiantLineWithoutNewlineKeepsHeadAndTail) {
+  Instance in;
+  Step s{{"/bin/sh", "-c", "head -c 5242880 /dev/zero | tr '\\0' x; printf END"}};
+  s.log_cap = 1048576;
+  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+  std::string all = std::string(5242880, 'x') + "END";
+  EXPECT_EQ(r->kept, 1048576u);
+  EXPECT_EQ(r->dropped, all.size() - 1048576u);
+  EXPECT_TRUE(ReadFile(in.LogPath(1)) == CappedLog(all, s.log_cap)) << "log differs from head + marker + tail";
+}
+
+TEST(LocalProcTest, NulBytesAndTerminalEscapesPassUnchanged) {
+  Instance in;
+  static constexpr char kRaw[] = "a\0b\033[31mred\033[0m\r\n\a\033]0;title\007";
+  const std::string raw(kRaw, sizeof kRaw - 1);
+  ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "printf 'a\\000b\\033[31mred\\033[0m\\r\\n\\007\\033]0;title\\007'"}}),
+            CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(ReadFile(in.LogPath(1)), raw);
+  EXPECT_EQ(r->kept, raw.size());
+  EXPECT_EQ(r->dropped, 0u);
+  // The same bytes in the tail of a flood come out unchanged too.
+  Step s{{"/bin/sh", "-c", "head -c 300000 /dev/zero; printf 'a\\000b\\033[31mred\\033[0m\\r\\n\\007\\033]0;title\\007'"}};
+  s.log_cap = 4096;
+  ASSERT_EQ(in.Start(2, s), CRUCIBLE_STATUS_OK);
+  r = in.Wait(2);
+  ASSERT_TRUE(r);
+  std::string log = ReadFile(in.LogPath(2));
+  ASSERT_GE(log.size(), raw.size());
+  EXPECT_EQ(log.substr(log.size() - raw.size()), raw);
+  EXPECT_EQ(log, CappedLog(std::string(300000, '\0') + raw, s.log_cap));
 }
 
 /// A step whose shell starts a `setsid sleep` grandchild (pid written to $1) and waits.
