@@ -62,6 +62,7 @@ int RunCli(int argc, char** argv) {
   int limit = 20;
   bool all_runs = false;
   PruneArgs prune;
+  RetryArgs retry;
   GlobalOptions g;
 
   auto add_file = [&](CLI::App& c) { c.add_option("FILE", wf.file, "the workflow file")->required(); };
@@ -84,6 +85,19 @@ int RunCli(int argc, char** argv) {
        [&] {
          wf.json = json;
          return CmdRun(g, wf);
+       }},
+      {"retry",
+       "run again what failed, was skipped or was cancelled in a finished run, keeping what succeeded; uses the "
+       "workflow stored with the run",
+       [&](CLI::App& c) {
+         c.add_option("RUN", retry.run, "a run id or a unique prefix")->required();
+         c.add_option("--max-parallel", retry.max_parallel, "steps running at once")->check(CLI::PositiveNumber);
+         add_json(c, "print the final status object on stdout");
+         c.add_flag("--keep-work", retry.keep_work, "keep each attempt's working directory");
+       },
+       [&] {
+         retry.json = json;
+         return CmdRetry(g, retry);
        }},
       {"validate", "check a workflow and print its diagnostics; exit 0, 2, or 3 (backend cannot be loaded)",
        [&](CLI::App& c) {

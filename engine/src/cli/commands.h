@@ -45,7 +45,18 @@ struct PruneArgs {
   bool dry_run = false;
 };
 
+/// `retry`.
+struct RetryArgs {
+  std::string run;
+  int max_parallel = 0;
+  bool json = false;
+  bool keep_work = false;
+};
+
 int CmdRun(const GlobalOptions& g, const WorkflowArgs& a);
+/// Runs again what failed, was skipped or was cancelled in a finished run, from
+/// the workflow stored with it, keeping what succeeded.
+int CmdRetry(const GlobalOptions& g, const RetryArgs& a);
 int CmdValidate(const GlobalOptions& g, const WorkflowArgs& a);
 int CmdGraph(const GlobalOptions& g, const WorkflowArgs& a);
 int CmdRuns(const GlobalOptions& g, bool json, int limit);

@@ -1,9 +1,10 @@
-// The verbs that read a workflow file: validate, graph, run.
+// The verbs that read a workflow: validate, graph, run, and retry (the one stored with a run).
 #include <csignal>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -12,6 +13,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -22,6 +25,7 @@
 #include "cli/validate_pipeline.h"
 #include "cli/views.h"
 #include "common/sha256.h"
+#include "loader/loader.h"
 #include "scheduler/scheduler.h"
 
 namespace crucible::cli {
@@ -98,6 +102,109 @@ plan::PlanOptions ToPlanOptions(const WorkflowArgs& a) {
   return o;
 }
 
+/// The part of `run` and `retry` after the run is chosen: creates the backends,
+/// runs (or continues) the run with live progress and SIGINT/SIGTERM, prints
+/// the --json status. Returns the exit code.
+int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Store& store, const plan::Plan& plan,
+               const std::map<std::string, std::vector<host::OptionValue>>& backend_options,
+               scheduler::RunOptions options, bool json) {
+  const std::string run_id = options.run_id;
+  StopSignals signals;
+  scheduler::Waker waker;
+  std::map<std::string, std::unique_ptr<host::Backend>> owned;
+  std::map<std::string, host::Backend*> backends;
+  for (const std::string& name : plan.backend_names()) {
+    const host::Plugin* plugin = host.Find(name);
+    if (plugin == nullptr) {  // validation guarantees it; a plugin list cannot change in between
+      std::cerr << "crucible-engine: error: backend \"" << name << "\" is not loaded\n";
+      return kExitBackend;
+    }
+    auto it = backend_options.find(name);
+    std::vector<host::OptionValue> opts = it != backend_options.end() ? it->second : std::vector<host::OptionValue>{};
+    Result<std::unique_ptr<host::Backend>> backend =
+        plugin->Create(opts, g.state_dir, run_id, [&waker] { waker.Wake(); });
+    if (!backend.ok()) {
+      std::cerr << "crucible-engine: error: backend \"" << name << "\" could not start: " << backend.error().message
+                << "\n";
+      return kExitBackend;
+    }
+    backends[name] = backend->get();
+    owned[name] = std::move(*backend);
+  }
+
+  scheduler::SystemClock clock;
+  ProgressReporter::Options progress;
+  progress.live = IsTerminal(2);
+  progress.width = TerminalWidth(2);
+  ProgressReporter reporter(std::cerr, clock, progress);
+
+  scheduler::Scheduler sched(plan, store, backends, clock, waker, &reporter, std::move(options));
+  g_scheduler.store(&sched);
+  if (g_signalled) sched.RequestCancel();
+  Result<scheduler::RunSummary> summary = [&] {
+    std::unique_ptr<Ticker> ticker;
+    if (progress.live) ticker = std::make_unique<Ticker>(waker, std::chrono::milliseconds(100));
+    return sched.Run();
+  }();
+  g_scheduler.store(nullptr);
+  if (!summary.ok()) {
+    std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message << "\n";
+    return summary.error().code == ErrorCode::kInvalidArgument ? kExitUsage : kExitFailed;
+  }
+  if (json) {
+    Result<RunView> view = LoadRunView(store, run_id);
+    if (!view.ok()) {
+      std::cerr << "crucible-engine: error: " << view.error().message << "\n";
+      return kExitFailed;
+    }
+    std::cout << StatusJson(*view) << "\n" << std::flush;
+  }
+  return static_cast<int>(summary->exit_code);
+}
+
+/// An error of `retry` before the run starts: 2 for an unknown run, else 1.
+int ReportRetryError(const Error& e) {
+  std::cerr << "crucible-engine: error: " << e.message << "\n";
+  return e.code == ErrorCode::kNotFound || e.code == ErrorCode::kInvalidArgument ? kExitUsage : kExitFailed;
+}
+
+/// Whether `plan` has exactly the recorded steps, in order, on the recorded backends.
+bool MatchesRecord(const plan::Plan& plan, const std::vector<store::StepRow>& steps) {
+  if (plan.step_count() != steps.size()) return false;
+  for (const store::StepRow& row : steps) {
+    if (row.idx < 0 || static_cast<size_t>(row.idx) >= plan.step_count()) return false;
+    const auto& ps = plan.step(static_cast<plan::TaskId>(row.idx));
+    if (ps.id != row.step_id || ps.backend != row.backend) return false;
+  }
+  return true;
+}
+
+/// Plans `spec` as the recorded run was planned. The run row does not keep
+/// --backend, so the recorded steps' backends tell it: no override first, then
+/// each recorded backend name as the override. Sets options->backend to the one
+/// that fits; nullopt (with diagnostics when planning failed) when none does.
+std::optional<plan::Plan> PlanAsRecorded(const loader::WorkflowSpec& spec, const std::vector<store::StepRow>& steps,
+                                         plan::PlanOptions& options, Diagnostics& diags) {
+  std::vector<std::optional<std::string>> candidates{std::nullopt};
+  for (const store::StepRow& row : steps) {
+    if (std::find(candidates.begin(), candidates.end(), std::optional<std::string>(row.backend)) == candidates.end()) {
+      candidates.emplace_back(row.backend);
+    }
+  }
+  for (const auto& backend : candidates) {
+    plan::PlanOptions o = options;
+    o.backend = backend;
+    Diagnostics scratch(diags.file());
+    std::optional<plan::Plan> plan = plan::Plan::Build(spec, o, backend ? scratch : diags);
+    if (plan && MatchesRecord(*plan, steps)) {
+      options = std::move(o);
+      return plan;
+    }
+    if (!plan) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int CmdValidate(const GlobalOptions& /*g*/, const WorkflowArgs& a) {
@@ -158,36 +265,6 @@ int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
   std::cerr << run_id << "\n";
   std::cerr << diags.Format() << std::flush;  // warnings, after the run id line
 
-  StopSignals signals;
-  scheduler::Waker waker;
-  std::map<std::string, std::unique_ptr<host::Backend>> owned;
-  std::map<std::string, host::Backend*> backends;
-  for (const std::string& name : wf.plan.backend_names()) {
-    const host::Plugin* plugin = host.Find(name);
-    if (plugin == nullptr) {  // validation guarantees it; a plugin list cannot change in between
-      std::cerr << "crucible-engine: error: backend \"" << name << "\" is not loaded\n";
-      return kExitBackend;
-    }
-    auto it = wf.backend_options.find(name);
-    std::vector<host::OptionValue> options = it != wf.backend_options.end() ? it->second
-                                                                            : std::vector<host::OptionValue>{};
-    Result<std::unique_ptr<host::Backend>> backend =
-        plugin->Create(options, g.state_dir, run_id, [&waker] { waker.Wake(); });
-    if (!backend.ok()) {
-      std::cerr << "crucible-engine: error: backend \"" << name << "\" could not start: " << backend.error().message
-                << "\n";
-      return kExitBackend;
-    }
-    backends[name] = backend->get();
-    owned[name] = std::move(*backend);
-  }
-
-  scheduler::SystemClock clock;
-  ProgressReporter::Options progress;
-  progress.live = IsTerminal(2);
-  progress.width = TerminalWidth(2);
-  ProgressReporter reporter(std::cerr, clock, progress);
-
   scheduler::RunOptions options;
   options.run_id = run_id;
   options.workflow_file = a.file;
@@ -195,30 +272,77 @@ int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
   options.source_sha256 = source_sha256;
   options.max_parallel = a.max_parallel;
   options.keep_work = a.keep_work;
-  options.step_options = wf.step_options;
+  options.step_options = std::move(wf.step_options);
+  return ExecuteRun(g, host, **store, wf.plan, wf.backend_options, std::move(options), a.json);
+}
 
-  scheduler::Scheduler sched(wf.plan, **store, backends, clock, waker, &reporter, std::move(options));
-  g_scheduler.store(&sched);
-  if (g_signalled) sched.RequestCancel();
-  Result<scheduler::RunSummary> summary = [&] {
-    std::unique_ptr<Ticker> ticker;
-    if (progress.live) ticker = std::make_unique<Ticker>(waker, std::chrono::milliseconds(100));
-    return sched.Run();
-  }();
-  g_scheduler.store(nullptr);
-  if (!summary.ok()) {
-    std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message << "\n";
+int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
+  Result<std::unique_ptr<store::Store>> opened = OpenExistingStore(g.state_dir);
+  if (!opened.ok()) return ReportRetryError(opened.error());
+  store::Store& store = **opened;
+  Result<store::RunRow> found = store.GetRun(a.run);
+  if (!found.ok()) return ReportRetryError(found.error());
+  store::RunRow run = std::move(*found);
+  if (run.state != store::RunState::kFailed && run.state != store::RunState::kCancelled) {
+    std::cerr << "crucible-engine: error: run " << run.id << " is " << store::ToString(run.state)
+              << ": only a finished run that failed or was cancelled can be retried\n";
+    return kExitUsage;
+  }
+  Result<std::vector<store::StepRow>> steps = store.GetSteps(run.id);
+  if (!steps.ok()) return ReportRetryError(steps.error());
+
+  // The workflow as submitted, planned as it was: same params, same backends.
+  plan::PlanOptions plan_options;
+  try {
+    nlohmann::json params = nlohmann::json::parse(run.params_json);
+    for (const auto& [k, v] : params.items()) {
+      plan_options.params.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    std::cerr << "crucible-engine: error: run " << run.id << ": unreadable params: " << e.what() << "\n";
     return kExitFailed;
   }
-  if (a.json) {
-    Result<RunView> view = LoadRunView(**store, run_id);
-    if (!view.ok()) {
-      std::cerr << "crucible-engine: error: " << view.error().message << "\n";
-      return kExitFailed;
-    }
-    std::cout << StatusJson(*view) << "\n" << std::flush;
+  host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
+  Diagnostics diags(run.file);
+  std::optional<loader::WorkflowSpec> spec = loader::LoadWorkflowText(run.source_text, run.file, diags);
+  std::optional<plan::Plan> plan;
+  if (spec) plan = PlanAsRecorded(*spec, *steps, plan_options, diags);
+  if (!plan) {
+    std::cerr << diags.Format() << "crucible-engine: error: run " << run.id
+              << ": the workflow stored with it no longer plans to its recorded steps\n";
+    return kExitUsage;
   }
-  return static_cast<int>(summary->exit_code);
+  ValidatedWorkflow wf{std::move(*spec), std::move(*plan), {}, {}};
+  int code = CheckBackends(wf.spec, &wf.plan, plan_options, host, diags, &wf.backend_options, &wf.step_options);
+  if (code != 0) {
+    std::cerr << diags.Format() << std::flush;
+    return code;
+  }
+  wf.spec = loader::WorkflowSpec{};
+
+  std::cerr << run.id << "\n";
+  std::cerr << diags.Format();
+  std::cerr << "retry: using the workflow as submitted with run " << run.id << " (sha256 "
+            << run.source_sha256.substr(0, 12) << ")\n";
+  {
+    std::ifstream in(run.file, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    if (!in) {
+      std::cerr << "retry: " << run.file << " cannot be read now; it is not needed\n";
+    } else if (Sha256Hex(buffer.str()) != run.source_sha256) {
+      std::cerr << "retry: " << run.file << " differs from it now; the file on disk is not used\n";
+    }
+  }
+  std::cerr << std::flush;
+
+  scheduler::RunOptions options;
+  options.run_id = run.id;
+  options.resume_from_store = true;
+  options.max_parallel = a.max_parallel;
+  options.keep_work = a.keep_work;
+  options.step_options = std::move(wf.step_options);
+  return ExecuteRun(g, host, store, wf.plan, wf.backend_options, std::move(options), a.json);
 }
 
 }  // namespace crucible::cli

@@ -803,6 +803,94 @@ struct Scheduler::Impl {
     return std::all_of(queues.begin(), queues.end(), [](const auto& q) { return q.empty(); });
   }
 
+  /// Records a new run and its pending steps.
+  Status CreateRun() {
+    const size_t n = plan.step_count();
+    store::RunRow run;
+    run.id = run_id;
+    run.workflow = plan.workflow_name();
+    run.file = opt.workflow_file;
+    run.source_text = std::move(opt.source_text);  // stored once; not needed again (may be megabytes)
+    run.source_sha256 = opt.source_sha256;
+    nlohmann::ordered_json params = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : plan.params()) params[k] = v;
+    run.params_json = params.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    run.state = RunState::kRunning;
+    run.created_at_ms = clock.NowMs();
+    run.step_count = static_cast<int>(n);
+    std::vector<store::StepRow> rows(n);
+    for (TaskId t = 0; t < n; ++t) {
+      rows[t].run_id = run_id;
+      rows[t].idx = static_cast<int>(t);
+      rows[t].step_id = plan.step(t).id;
+      rows[t].backend = plan.step(t).backend;
+    }
+    return store.CreateRun(run, rows);
+  }
+
+  /// Continues a finished run from the store: succeeded steps are kept (their
+  /// outputs loaded, their dependents' needs counted as met), every other step
+  /// goes back to pending with its attempt numbering continued, and the run row
+  /// says running again. One transaction.
+  Status ReopenRun() {
+    const size_t n = plan.step_count();
+    auto steps = store.GetSteps(run_id);
+    if (!steps.ok()) return steps.error();
+    if (steps->size() != n) {
+      return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + " has " + std::to_string(steps->size()) +
+                                                " steps recorded, the plan " + std::to_string(n));
+    }
+    for (const store::StepRow& row : *steps) {
+      if (row.idx < 0 || static_cast<size_t>(row.idx) >= n || plan.step(row.idx).id != row.step_id) {
+        return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + ": recorded step \"" + row.step_id +
+                                                          "\" (index " + std::to_string(row.idx) + ") is not the plan's");
+      }
+    }
+    auto attempts = store.GetAttempts(run_id, std::nullopt);
+    if (!attempts.ok()) return attempts.error();
+    auto outputs = store.GetOutputs(run_id);
+    if (!outputs.ok()) return outputs.error();
+    std::vector<int> highest(n, 0);
+    for (const store::AttemptRow& a : *attempts) {
+      if (a.step_idx >= 0 && static_cast<size_t>(a.step_idx) < n) {
+        highest[a.step_idx] = std::max(highest[a.step_idx], a.number);
+      }
+    }
+    std::vector<store::StepRow> reset;
+    for (const store::StepRow& row : *steps) {
+      TaskId t = static_cast<TaskId>(row.idx);
+      Task& task = tasks[t];
+      task.attempts = std::max(highest[t], row.attempts);
+      if (row.state == StepState::kSucceeded) {
+        task.state = StepState::kSucceeded;
+        task.exit_code = row.exit_code;
+        ++finished;
+        for (TaskId d : dependents[t]) --tasks[d].remaining_needs;
+        continue;
+      }
+      store::StepRow pending = row;
+      pending.state = StepState::kPending;
+      pending.reason = "";
+      pending.attempts = task.attempts;
+      pending.exit_code = -1;
+      reset.push_back(std::move(pending));
+    }
+    for (const store::OutputRow& o : *outputs) {
+      if (o.step_idx < 0 || static_cast<size_t>(o.step_idx) >= n) continue;
+      Task& task = tasks[o.step_idx];
+      if (task.state == StepState::kSucceeded) task.outputs.emplace_back(o.key, o.value);
+    }
+    return store.Transaction([&]() -> Status {
+      for (const store::StepRow& row : reset) {
+        Status s = store.SetStepState(row);
+        if (!s.ok()) return s;
+        s = store.ClearOutputs(run_id, row.idx);
+        if (!s.ok()) return s;
+      }
+      return store.FinishRun(run_id, RunState::kRunning, 0, -1);
+    });
+  }
+
   Result<RunSummary> Run() {
     run_id = opt.run_id;
     CRUCIBLE_CHECK(!run_id.empty(), "RunOptions.run_id must be set");
@@ -836,37 +924,22 @@ struct Scheduler::Impl {
     std::filesystem::create_directories(logs_root, ec);
     if (ec) return MakeError(ErrorCode::kIo, "cannot create log directory " + logs_root + ": " + ec.message());
 
-    store::RunRow run;
-    run.id = run_id;
-    run.workflow = plan.workflow_name();
-    run.file = opt.workflow_file;
-    run.source_text = std::move(opt.source_text);  // stored once; not needed again (may be megabytes)
-    run.source_sha256 = opt.source_sha256;
-    nlohmann::ordered_json params = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : plan.params()) params[k] = v;
-    run.params_json = params.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    run.state = RunState::kRunning;
-    run.created_at_ms = clock.NowMs();
-    run.step_count = static_cast<int>(n);
-    std::vector<store::StepRow> rows(n);
-    for (TaskId t = 0; t < n; ++t) {
-      rows[t].run_id = run_id;
-      rows[t].idx = static_cast<int>(t);
-      rows[t].step_id = plan.step(t).id;
-      rows[t].backend = plan.step(t).backend;
+    Status recorded = opt.resume_from_store ? ReopenRun() : CreateRun();
+    if (!recorded.ok()) return recorded.error();
+    Log()->debug("run started run={} workflow={} steps={} max_parallel={} continued={}", run_id,
+                 plan.workflow_name(), n, max_parallel, opt.resume_from_store);
+    if (observer) {
+      observer->OnRunStarted(run_id, plan);
+      for (TaskId t = 0; t < n; ++t) {
+        if (tasks[t].state == StepState::kSucceeded) observer->OnStepState(t, StepState::kSucceeded, "");
+      }
     }
-    Status created = store.CreateRun(run, rows);
-    if (!created.ok()) return created.error();
-    std::vector<store::StepRow>().swap(rows);
-    run.source_text = std::string();
-    Log()->debug("run started run={} workflow={} steps={} max_parallel={}", run_id, run.workflow, n, max_parallel);
-    if (observer) observer->OnRunStarted(run_id, plan);
 
     if (plan.timeout_ms() > 0) {
       timers.push(Timer{clock.MonotonicMs() + plan.timeout_ms(), Timer::Kind::kRunDeadline, 0, 0});
     }
     for (TaskId t = 0; t < n; ++t) {
-      if (tasks[t].remaining_needs == 0) OnReady(t);
+      if (tasks[t].remaining_needs == 0 && tasks[t].state == StepState::kPending) OnReady(t);
     }
     ProcessReady();
 

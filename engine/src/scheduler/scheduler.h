@@ -122,6 +122,12 @@ struct RunOptions {
   int max_infra_retries = 3;
   /// Validated [steps.NAME] options per TaskId for the step's backend; empty: none.
   std::vector<std::vector<host::OptionValue>> step_options;
+  /// Continue the finished run `run_id` already in the store (whose steps must be
+  /// this plan's) instead of creating one: succeeded steps are kept with their
+  /// outputs, every other step runs again from pending, its attempt numbers
+  /// continuing after the highest recorded and with a fresh `retries` budget.
+  /// workflow_file, source_text and source_sha256 are then unused.
+  bool resume_from_store = false;
 };
 
 struct RunSummary {
@@ -137,8 +143,10 @@ class Scheduler {
             Clock& clock, const Waker& waker, Observer* observer, RunOptions options);
   ~Scheduler();
 
-  /// Records the run, runs it to the end, records the end. An error means the
-  /// store could not be written (the run is left resumable).
+  /// Records the run (or, with RunOptions::resume_from_store, reopens the stored
+  /// one), runs it to the end, records the end. An error means the store could
+  /// not be read or written (the run is left resumable), or, when continuing,
+  /// that the stored steps are not this plan's (kInvalid).
   Result<RunSummary> Run();
 
   /// Stop dispatching, cancel what runs, record cancelled. Async-signal-safe.

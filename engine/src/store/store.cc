@@ -574,6 +574,16 @@ Status Store::FinishRun(const std::string& run_id, RunState state, int64_t ended
   });
 }
 
+Status Store::ClearOutputs(const std::string& run_id, int step_idx) {
+  return Write(*impl_, db_path_, "clearing outputs", [&]() -> Status {
+    SQLite::Statement st(impl_->db, "DELETE FROM outputs WHERE run_id = ?1 AND step_idx = ?2");
+    st.bind(1, run_id);
+    st.bind(2, step_idx);
+    st.exec();
+    return Ok{};
+  });
+}
+
 Result<std::vector<RunRow>> Store::ListRuns(int limit) const {
   return Read<std::vector<RunRow>>(db_path_, "listing runs", [&]() -> Result<std::vector<RunRow>> {
     std::vector<RunRow> out;

@@ -109,6 +109,8 @@ class Store {
   Status SetStepState(const StepRow& step);                   ///< state, reason, attempts, exit_code
   Status PutOutputs(const std::string& run_id, int step_idx, const std::vector<std::pair<std::string, std::string>>& outputs);
   Status FinishRun(const std::string& run_id, RunState state, int64_t ended_at_ms, int exit_code);
+  /// Deletes one step's outputs (a step run again starts without its old ones).
+  Status ClearOutputs(const std::string& run_id, int step_idx);
 
   // Reads (indexed).
   Result<std::vector<RunRow>> ListRuns(int limit) const;      ///< newest first, without source_text
