@@ -99,6 +99,10 @@ int RunCli(int argc, char** argv) {
          retry.json = json;
          return CmdRetry(g, retry);
        }},
+      {"cancel",
+       "cancel a run from another process: its engine stops it, or, where that engine is gone, its step "
+       "processes are stopped from here",
+       [&](CLI::App& c) { add_run_id(c); }, [&] { return CmdCancel(g, run_id); }},
       {"validate", "check a workflow and print its diagnostics; exit 0, 2, or 3 (backend cannot be loaded)",
        [&](CLI::App& c) {
          add_file(c);

@@ -65,6 +65,9 @@ int CmdResults(const GlobalOptions& g, const std::string& run, bool json);
 int CmdLogs(const GlobalOptions& g, const LogsArgs& a);
 int CmdPlugins(const GlobalOptions& g, bool json);
 int CmdPrune(const GlobalOptions& g, const PruneArgs& a);
+/// Cancels a run from another process: through its live engine (SIGTERM), or,
+/// where that engine is gone, by stopping its step processes and recording the cancel.
+int CmdCancel(const GlobalOptions& g, const std::string& run);
 
 }  // namespace crucible::cli
 

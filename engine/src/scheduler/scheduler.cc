@@ -9,6 +9,7 @@
 // - Timers (backoff, run deadline, attempt safety deadlines) sit in a heap with
 //   lazy invalidation; the loop waits on the Waker until the earliest one.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,6 +23,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "common/process_identity.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/step_io.h"
 
@@ -818,6 +820,9 @@ struct Scheduler::Impl {
     run.state = RunState::kRunning;
     run.created_at_ms = clock.NowMs();
     run.step_count = static_cast<int>(n);
+    run.owner_pid = ::getpid();
+    run.owner_host = HostName();
+    run.owner_start = ProcessStartTime(::getpid());
     std::vector<store::StepRow> rows(n);
     for (TaskId t = 0; t < n; ++t) {
       rows[t].run_id = run_id;
@@ -887,6 +892,8 @@ struct Scheduler::Impl {
         s = store.ClearOutputs(run_id, row.idx);
         if (!s.ok()) return s;
       }
+      Status s = store.SetRunOwner(run_id, ::getpid(), HostName(), ProcessStartTime(::getpid()));
+      if (!s.ok()) return s;
       return store.FinishRun(run_id, RunState::kRunning, 0, -1);
     });
   }

@@ -72,6 +72,12 @@ CREATE TABLE outputs (
   FOREIGN KEY (run_id, step_idx) REFERENCES steps (run_id, idx) ON DELETE CASCADE
 ) WITHOUT ROWID;
 )sql",
+    // Version 2: the engine process that owns a running run, for `cancel`.
+    R"sql(
+ALTER TABLE runs ADD COLUMN owner_pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN owner_host TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN owner_start TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");
@@ -84,7 +90,7 @@ constexpr const char* kListRunsSql =
     "FROM runs ORDER BY created_at DESC, id DESC LIMIT ?1";
 constexpr const char* kGetRunExactSql =
     "SELECT id, workflow, file, source_sha256, params_json, state, created_at, ended_at, exit_code, step_count, "
-    "source_text FROM runs WHERE id = ?1";
+    "source_text, owner_pid, owner_host, owner_start FROM runs WHERE id = ?1";
 constexpr const char* kGetRunPrefixSql = "SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 11";
 constexpr const char* kGetStepsSql =
     "SELECT run_id, idx, step_id, backend, state, reason, attempts, exit_code FROM steps WHERE run_id = ?1 "
@@ -237,7 +243,8 @@ struct Store::Impl {
     insert_run = std::make_unique<SQLite::Statement>(
         db,
         "INSERT INTO runs (id, workflow, file, source_text, source_sha256, params_json, state, created_at, "
-        "ended_at, exit_code, step_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        "ended_at, exit_code, step_count, owner_pid, owner_host, owner_start) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
     insert_step = std::make_unique<SQLite::Statement>(
         db,
         "INSERT INTO steps (run_id, idx, step_id, backend, state, reason, attempts, exit_code) "
@@ -461,6 +468,9 @@ Status Store::CreateRun(const RunRow& run, const std::vector<StepRow>& steps) {
       st->bind(9, run.ended_at_ms);
       st->bind(10, run.exit_code);
       st->bind(11, run.step_count != 0 ? run.step_count : static_cast<int>(steps.size()));
+      st->bind(12, run.owner_pid);
+      st->bind(13, run.owner_host);
+      st->bind(14, run.owner_start);
       st->exec();
     }
     for (const StepRow& step : steps) {
@@ -574,6 +584,19 @@ Status Store::FinishRun(const std::string& run_id, RunState state, int64_t ended
   });
 }
 
+Status Store::SetRunOwner(const std::string& run_id, int64_t pid, const std::string& host,
+                          const std::string& start) {
+  return Write(*impl_, db_path_, "recording a run's owner", [&]() -> Status {
+    SQLite::Statement st(impl_->db,
+                         "UPDATE runs SET owner_pid = ?2, owner_host = ?3, owner_start = ?4 WHERE id = ?1");
+    st.bind(1, run_id);
+    st.bind(2, pid);
+    st.bind(3, host);
+    st.bind(4, start);
+    return NotFoundUnless(st.exec(), "run \"" + run_id + "\" in " + db_path_);
+  });
+}
+
 Status Store::ClearOutputs(const std::string& run_id, int step_idx) {
   return Write(*impl_, db_path_, "clearing outputs", [&]() -> Status {
     SQLite::Statement st(impl_->db, "DELETE FROM outputs WHERE run_id = ?1 AND step_idx = ?2");
@@ -602,6 +625,9 @@ Result<RunRow> Store::GetRun(const std::string& id_or_prefix) const {
       if (!st->executeStep()) return std::nullopt;
       RunRow r = ReadRunSummary(*st);
       r.source_text = Text(*st, 10);
+      r.owner_pid = st->getColumn(11).getInt64();
+      r.owner_host = Text(*st, 12);
+      r.owner_start = Text(*st, 13);
       return r;
     };
     if (id_or_prefix.empty()) return MakeError(ErrorCode::kInvalidArgument, "empty run id");

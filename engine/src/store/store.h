@@ -24,7 +24,7 @@
 namespace crucible::store {
 
 /// Current schema version (PRAGMA user_version).
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 enum class RunState { kRunning, kSucceeded, kFailed, kCancelled, kInterrupted };
 enum class StepState { kPending, kRunning, kSucceeded, kFailed, kSkipped, kCancelled };
@@ -47,6 +47,9 @@ struct RunRow {
   int64_t ended_at_ms = 0;   ///< 0 while running
   int exit_code = -1;        ///< the engine's exit code, -1 while running
   int step_count = 0;
+  int64_t owner_pid = 0;     ///< the engine process running it (0: unknown, a v1 record)
+  std::string owner_host;    ///< that process's host name
+  std::string owner_start;   ///< that process's start time (field 22 of /proc/PID/stat), to tell a reused pid
 };
 
 struct StepRow {
@@ -109,6 +112,8 @@ class Store {
   Status SetStepState(const StepRow& step);                   ///< state, reason, attempts, exit_code
   Status PutOutputs(const std::string& run_id, int step_idx, const std::vector<std::pair<std::string, std::string>>& outputs);
   Status FinishRun(const std::string& run_id, RunState state, int64_t ended_at_ms, int exit_code);
+  /// Records the engine process that runs (or continues) a run: pid, host name, start time.
+  Status SetRunOwner(const std::string& run_id, int64_t pid, const std::string& host, const std::string& start);
   /// Deletes one step's outputs (a step run again starts without its old ones).
   Status ClearOutputs(const std::string& run_id, int step_idx);
 
