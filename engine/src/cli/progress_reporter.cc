@@ -34,9 +34,14 @@ int64_t ProgressReporter::ElapsedMs() const {
   return clock_.MonotonicMs() - started_mono_ms_;
 }
 
+/// One event line, built whole: std::cerr is unbuffered, and each `<<` would be a write(2).
+std::string ProgressReporter::Line(const std::string& text) {
+  return FormatClock(clock_.NowMs()) + " " + text + "\n";
+}
+
 void ProgressReporter::Event(const std::string& text) {
   if (options_.live) return;
-  out_ << FormatClock(clock_.NowMs()) << " " << text << "\n" << std::flush;
+  out_ << Line(text) << std::flush;
 }
 
 void ProgressReporter::Notice(const std::string& text) {
@@ -45,7 +50,7 @@ void ProgressReporter::Notice(const std::string& text) {
     return;
   }
   ClearLive();
-  out_ << FormatClock(clock_.NowMs()) << " " << text << "\n";
+  out_ << Line(text);
   Redraw(true);
 }
 

@@ -48,6 +48,7 @@ class ProgressReporter : public scheduler::Observer {
   const std::map<store::StepState, int>& counts() const { return counts_; }
 
  private:
+  std::string Line(const std::string& text);  ///< "HH:MM:SS text\n"
   void Event(const std::string& text);      ///< plain: a line; live: nothing
   void Notice(const std::string& text);     ///< a line in both modes (above the live line)
   void Redraw(bool force);
