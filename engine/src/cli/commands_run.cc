@@ -34,8 +34,16 @@
 namespace crucible::cli {
 namespace {
 
-/// A run's owner renews its lease (a heartbeat in the database) every third of this.
-constexpr int64_t kLeaseMs = 30000;
+/// How long a run's owner keeps it without a heartbeat (it renews it every
+/// third of this): 30 s, or CRUCIBLE_LEASE_MS (milliseconds).
+int64_t LeaseMs() {
+  static const int64_t lease = [] {
+    const char* v = std::getenv("CRUCIBLE_LEASE_MS");
+    long long ms = v ? std::atoll(v) : 0;
+    return ms > 0 ? static_cast<int64_t>(ms) : int64_t{30000};
+  }();
+  return lease;
+}
 
 /// The scheduler that SIGINT/SIGTERM cancel (lock-free atomic: async-signal-safe).
 std::atomic<scheduler::Scheduler*> g_scheduler{nullptr};
@@ -284,7 +292,7 @@ int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
   options.source_sha256 = source_sha256;
   options.max_parallel = a.max_parallel;
   options.keep_work = a.keep_work;
-  options.lease_ms = kLeaseMs;
+  options.lease_ms = LeaseMs();
   options.step_options = std::move(wf.step_options);
   return ExecuteRun(g, host, **store, wf.plan, wf.backend_options, std::move(options), a.json);
 }
@@ -416,14 +424,14 @@ int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
   int code = 0;
   std::optional<ValidatedWorkflow> wf = PlanStoredRun(store, run, host, "retry", &code);
   if (!wf) return code;
-  std::optional<int64_t> token = TakeOwnership(store, run, false, kLeaseMs, &code);
+  std::optional<int64_t> token = TakeOwnership(store, run, false, LeaseMs(), &code);
   if (!token) return code;
 
   scheduler::RunOptions options;
   options.run_id = run.id;
   options.resume_from_store = true;
   options.owner_token = *token;
-  options.lease_ms = kLeaseMs;
+  options.lease_ms = LeaseMs();
   options.max_parallel = a.max_parallel;
   options.keep_work = a.keep_work;
   options.step_options = std::move(wf->step_options);
@@ -444,7 +452,7 @@ int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
     return kExitUsage;
   }
   int code = 0;
-  std::optional<int64_t> token = TakeOwnership(store, run, a.force, kLeaseMs, &code);
+  std::optional<int64_t> token = TakeOwnership(store, run, a.force, LeaseMs(), &code);
   if (!token) return code;
   CRUCIBLE_CRASH_POINT("after-takeover");
   host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
@@ -455,7 +463,7 @@ int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
   options.run_id = run.id;
   options.resume_running = true;
   options.owner_token = *token;
-  options.lease_ms = kLeaseMs;
+  options.lease_ms = LeaseMs();
   options.max_parallel = a.max_parallel;
   options.keep_work = a.keep_work;
   options.step_options = std::move(wf->step_options);
