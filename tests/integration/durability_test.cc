@@ -372,5 +372,27 @@ TEST_F(DurabilityTest, FrozenOwnerTakenOverIsFencedAndTheStepIsNotRunAgain) {
   EXPECT_EQ(IntegrityCheck(), "ok");
 }
 
+TEST_F(DurabilityTest, ResumeRunsTheStoredDefinitionWhenTheFileChangedAndSaysSo) {
+  std::string release = dir_ + "/release";
+  std::string wf = Write("held.toml", "[workflow]\nname = \"held\"\n\n[[steps]]\nid = \"held\"\nshell = \"while [ ! -e '" +
+                                          release + "' ]; do sleep 0.02; done\"\n\n[[steps]]\nid = \"second\"\n"
+                                          "needs = [\"held\"]\nrun = [\"true\"]\n");
+  std::string run_id;
+  std::unique_ptr<EngineProcess> engine = StartHeld(this, wf, state_dir_, {}, &run_id);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(::kill(engine->pid(), SIGKILL), 0);
+  engine->Wait();
+  // The file now says something else entirely.
+  Write("held.toml", "[workflow]\nname = \"other\"\n\n[[steps]]\nid = \"different\"\nrun = [\"false\"]\n");
+  Write("release", "");
+  EngineResult r = Engine({"resume", run_id});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("using the workflow as submitted"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("differs from it now; the file on disk is not used"), std::string::npos) << r.err;
+  FinalState f = Load(run_id);
+  EXPECT_EQ(f.run_state, "succeeded");
+  EXPECT_EQ(f.steps, (std::map<std::string, std::string>{{"held", "succeeded"}, {"second", "succeeded"}}));
+}
+
 }  // namespace
 }  // namespace crucible::testing
