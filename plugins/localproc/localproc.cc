@@ -488,7 +488,7 @@ class LocalProcBackend : public sdk::Backend {
   /// This engine's own supervisor, started on first use.
   Conn* Own() {
     if (own_ != nullptr && !own_->done) return own_;
-    if (own_ != nullptr) throw sdk::Unavailable("localproc: the supervisor (pid " + std::to_string(own_->pid) + ") is gone");
+    own_ = nullptr;  // gone (its attempts are reported lost): a new one takes the next attempts
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw sdk::Unavailable(Errno("localproc: socketpair", errno));
     std::string exe = SupervisorPath();

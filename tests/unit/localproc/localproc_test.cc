@@ -497,6 +497,25 @@ TEST(LocalProcTest, HandleNamesTheRunsOneSupervisorWhichOwnsTheSteps) {
   }
 }
 
+TEST(LocalProcTest, SupervisorKilledLosesItsAttemptsAndTheNextStartsANewOne) {
+  Instance in;
+  std::string handle;
+  ASSERT_EQ(in.Start(1, {{"sleep", "30"}}, &handle), CRUCIBLE_STATUS_OK);
+  int pid = 0;
+  ASSERT_EQ(std::sscanf(handle.c_str(), "supervisor=%d", &pid), 1) << handle;
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto lost = in.Wait(1);
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_EQ(lost->reason, CRUCIBLE_REASON_LOST);
+  std::string again;
+  ASSERT_EQ(in.Start(2, {{"true"}}, &again), CRUCIBLE_STATUS_OK);
+  EXPECT_NE(again, handle) << "a new supervisor";
+  auto ok = in.Wait(2);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
+}
+
 TEST(LocalProcTest, SilentStepHasNoLogFile) {
   Instance in;
   ASSERT_EQ(in.Start(1, {{"true"}}), CRUCIBLE_STATUS_OK);
