@@ -255,8 +255,7 @@ class LocalProcBackend : public sdk::Backend {
     std::vector<std::string> env;
     if (env_.Changed(&env)) Send(c, Json{{"op", "env"}, {"entries", env}});
     std::string id = proto::AttemptId(launch.step_id, launch.attempt);
-    Json m = {{"op", "start"}, {"id", id}, {"launch", proto::LaunchToJson(launch)}};
-    Send(c, m);
+    SendPayload(c, proto::EncodeStart(id, launch));
     by_id_[id] = Track{launch.attempt_key, c};
     keys_[launch.attempt_key] = id;
     return c->handle;
@@ -360,8 +359,10 @@ class LocalProcBackend : public sdk::Backend {
     return ::poll(&p, 1, timeout_ms) > 0;
   }
 
-  void Send(Conn* c, const Json& m) {
-    if (c->done || !proto::WriteAll(c->fd, proto::Frame(m.dump(-1, ' ', false, Json::error_handler_t::replace)))) {
+  void Send(Conn* c, const Json& m) { SendPayload(c, m.dump(-1, ' ', false, Json::error_handler_t::replace)); }
+
+  void SendPayload(Conn* c, const std::string& payload) {
+    if (c->done || !proto::WriteAll(c->fd, proto::Frame(payload))) {
       c->done = true;
       throw sdk::Unavailable("localproc: the supervisor (pid " + std::to_string(c->pid) + ") is gone");
     }
@@ -395,12 +396,14 @@ class LocalProcBackend : public sdk::Backend {
   /// connection, and the first frame whose op is want->first (if any) is kept.
   void ReadBuffered(Conn* c, std::pair<const char*, Json*>* want) {
     while (auto payload = c->reader.Next()) {
+      if (!payload->empty() && (*payload)[0] == 'R') {
+        TakeResult(*payload);
+        continue;
+      }
       Json m = Json::parse(*payload, nullptr, false);
       if (m.is_discarded()) continue;
       std::string op = m.value("op", "");
-      if (op == "result") {
-        TakeResult(m.value("id", ""), m.at("result"));
-      } else if (op == "bye") {
+      if (op == "bye") {
         c->done = true;
       } else if (want != nullptr && want->first != nullptr && op == want->first) {
         *want->second = std::move(m);
@@ -410,18 +413,14 @@ class LocalProcBackend : public sdk::Backend {
     }
   }
 
-  void TakeResult(const std::string& id, const Json& result) {
+  /// Queues a result payload for the engine, if the attempt is one it follows.
+  void TakeResult(const std::string& payload) {
+    std::string id;
+    sdk::Result r;
+    bool orphan = false;
+    if (!proto::DecodeResult(payload, &id, &r, &orphan) || orphan) return;
     auto t = by_id_.find(id);
     if (t == by_id_.end()) return;  // not ours (or already reported)
-    sdk::Result r;
-    try {
-      r = proto::ResultFromJson(result);
-    } catch (const Json::exception& e) {
-      r = sdk::Result{};
-      r.outcome = CRUCIBLE_OUTCOME_FAILED;
-      r.reason = CRUCIBLE_REASON_BACKEND_ERROR;
-      r.message = std::string("localproc: unreadable result from the supervisor: ") + e.what();
-    }
     r.attempt_key = t->second.key;
     keys_.erase(t->second.key);
     by_id_.erase(t);
@@ -458,18 +457,23 @@ class LocalProcBackend : public sdk::Backend {
     return n;
   }
 
-  /// Finished attempts a gone supervisor recorded.
+  /// Finished attempts a gone supervisor recorded (its journal: frames of results).
   void ReadJournal(const std::string& path, const std::map<std::string, uint64_t>& wanted,
                    std::set<std::string>& known) {
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line)) {
-      Json j = Json::parse(line, nullptr, false);
-      if (j.is_discarded() || j.value("orphan", false)) continue;
-      std::string id = j.value("id", "");
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    proto::FrameReader reader;
+    while (reader.ReadSome(fd) == proto::FrameReader::Read::kData) {
+    }
+    ::close(fd);
+    while (auto payload = reader.Next()) {
+      std::string id;
+      sdk::Result r;
+      bool orphan = false;
+      if (!proto::DecodeResult(*payload, &id, &r, &orphan) || orphan) continue;
       if (wanted.count(id) == 0 || known.count(id) != 0) continue;
       known.insert(id);
-      TakeResult(id, j.at("result"));
+      TakeResult(*payload);
     }
   }
 

@@ -113,7 +113,7 @@ FrameReader::Read FrameReader::ReadSome(int sock, int* fd) {
         }
       }
     } else {
-      n = ::recv(sock, buf, sizeof buf, 0);
+      n = ::read(sock, buf, sizeof buf);
     }
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -154,108 +154,161 @@ std::optional<std::string> FrameReader::Next() {
 
 namespace {
 
-/// Text that may not be UTF-8 (argv, env, outputs) as JSON: bytes as a string
-/// when valid UTF-8, else as an array of byte values.
-Json Bytes(const std::string& s) {
-  bool ascii = true;
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) {
-      ascii = false;
-      break;
-    }
+class Writer {
+ public:
+  explicit Writer(char tag) { out_.push_back(tag); }
+  void U64(uint64_t v) {
+    char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    out_.append(b, 8);
   }
-  if (ascii) return s;
-  try {
-    (void)Json(s).dump();
-    return s;
-  } catch (const Json::exception&) {
-    Json a = Json::array();
-    for (char c : s) a.push_back(static_cast<unsigned char>(c));
-    return Json{{"b", a}};
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void Str(const std::string& v) {
+    auto n = static_cast<uint32_t>(v.size());
+    char b[4];
+    for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    out_.append(b, 4);
+    out_ += v;
   }
-}
+  std::string Take() { return std::move(out_); }
+  void Reserve(size_t n) { out_.reserve(n); }
 
-std::string Unbytes(const Json& j) {
-  if (j.is_string()) return j.get<std::string>();
-  std::string s;
-  for (const Json& b : j.at("b")) s.push_back(static_cast<char>(b.get<int>()));
-  return s;
-}
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  Reader(const std::string& payload, char tag) : p_(payload.data()), end_(payload.data() + payload.size()) {
+    ok_ = p_ < end_ && *p_ == tag;
+    ++p_;
+  }
+  uint64_t U64() {
+    if (!Need(8)) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p_[i])) << (8 * i);
+    p_ += 8;
+    return v;
+  }
+  int64_t I64() { return static_cast<int64_t>(U64()); }
+  std::string Str() {
+    if (!Need(4)) return {};
+    uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(static_cast<unsigned char>(p_[i])) << (8 * i);
+    p_ += 4;
+    if (!Need(n)) return {};
+    std::string v(p_, n);
+    p_ += n;
+    return v;
+  }
+  bool ok() const { return ok_; }
+  bool done() const { return ok_ && p_ == end_; }
+
+ private:
+  bool Need(size_t n) {
+    if (ok_ && static_cast<size_t>(end_ - p_) >= n) return true;
+    ok_ = false;
+    return false;
+  }
+  const char* p_;
+  const char* end_;
+  bool ok_ = true;
+};
 
 }  // namespace
 
 std::string AttemptId(const std::string& step_id, uint32_t attempt) { return step_id + "#" + std::to_string(attempt); }
 
-Json LaunchToJson(const sdk::Launch& l) {
-  Json argv = Json::array();
-  for (const std::string& a : l.argv) argv.push_back(Bytes(a));
-  Json env = Json::array();
-  for (const auto& [k, v] : l.env) env.push_back(Json::array({Bytes(k), Bytes(v)}));
-  Json inputs = Json::array();
-  for (const sdk::InputFile& in : l.inputs) inputs.push_back(Json::array({Bytes(in.source), Bytes(in.dest)}));
-  Json j = {{"step", Bytes(l.step_id)},
-            {"attempt", l.attempt},
-            {"argv", std::move(argv)},
-            {"env", std::move(env)},
-            {"inputs", std::move(inputs)},
-            {"work_dir", Bytes(l.work_dir)},
-            {"log_path", Bytes(l.log_path)},
-            {"log_cap", l.log_cap_bytes},
-            {"output_cap", l.output_cap_bytes},
-            {"timeout_ms", l.timeout_ms},
-            {"cpu", l.cpu_millicores},
-            {"memory", l.memory_bytes},
-            {"keep_work", l.keep_work}};
-  if (l.upstream_json) j["upstream"] = Bytes(*l.upstream_json);
-  return j;
+std::string EncodeStart(const std::string& id, const sdk::Launch& l) {
+  Writer w('S');
+  w.Reserve(512 + (l.upstream_json ? l.upstream_json->size() : 0));
+  w.Str(id);
+  w.Str(l.step_id);
+  w.U64(l.attempt);
+  w.U64(l.argv.size());
+  for (const std::string& a : l.argv) w.Str(a);
+  w.U64(l.env.size());
+  for (const auto& [k, v] : l.env) {
+    w.Str(k);
+    w.Str(v);
+  }
+  w.U64(l.inputs.size());
+  for (const sdk::InputFile& in : l.inputs) {
+    w.Str(in.source);
+    w.Str(in.dest);
+  }
+  w.Str(l.work_dir);
+  w.Str(l.log_path);
+  w.U64(l.log_cap_bytes);
+  w.U64(l.output_cap_bytes);
+  w.I64(l.timeout_ms);
+  w.I64(l.cpu_millicores);
+  w.I64(l.memory_bytes);
+  w.U64(l.keep_work ? 1 : 0);
+  w.U64(l.upstream_json ? 1 : 0);
+  if (l.upstream_json) w.Str(*l.upstream_json);
+  return w.Take();
 }
 
-sdk::Launch LaunchFromJson(const Json& j) {
-  sdk::Launch l;
-  l.step_id = Unbytes(j.at("step"));
-  l.attempt = j.at("attempt").get<uint32_t>();
-  for (const Json& a : j.at("argv")) l.argv.push_back(Unbytes(a));
-  for (const Json& e : j.at("env")) l.env.emplace_back(Unbytes(e.at(0)), Unbytes(e.at(1)));
-  for (const Json& in : j.at("inputs")) l.inputs.push_back({Unbytes(in.at(0)), Unbytes(in.at(1))});
-  l.work_dir = Unbytes(j.at("work_dir"));
-  l.log_path = Unbytes(j.at("log_path"));
-  l.log_cap_bytes = j.at("log_cap").get<uint64_t>();
-  l.output_cap_bytes = j.at("output_cap").get<uint64_t>();
-  l.timeout_ms = j.at("timeout_ms").get<int64_t>();
-  l.cpu_millicores = j.at("cpu").get<int64_t>();
-  l.memory_bytes = j.at("memory").get<int64_t>();
-  l.keep_work = j.at("keep_work").get<bool>();
-  if (auto it = j.find("upstream"); it != j.end()) l.upstream_json = Unbytes(*it);
-  return l;
+bool DecodeStart(const std::string& payload, std::string* id, sdk::Launch* l) {
+  Reader r(payload, 'S');
+  *id = r.Str();
+  l->step_id = r.Str();
+  l->attempt = static_cast<uint32_t>(r.U64());
+  for (uint64_t n = r.U64(); r.ok() && n > 0; --n) l->argv.push_back(r.Str());
+  for (uint64_t n = r.U64(); r.ok() && n > 0; --n) {
+    std::string k = r.Str();
+    l->env.emplace_back(std::move(k), r.Str());
+  }
+  for (uint64_t n = r.U64(); r.ok() && n > 0; --n) {
+    std::string src = r.Str();
+    l->inputs.push_back({std::move(src), r.Str()});
+  }
+  l->work_dir = r.Str();
+  l->log_path = r.Str();
+  l->log_cap_bytes = r.U64();
+  l->output_cap_bytes = r.U64();
+  l->timeout_ms = r.I64();
+  l->cpu_millicores = r.I64();
+  l->memory_bytes = r.I64();
+  l->keep_work = r.U64() != 0;
+  if (r.U64() != 0) l->upstream_json = r.Str();
+  return r.done();
 }
 
-Json ResultToJson(const sdk::Result& r) {
-  Json j = {{"outcome", static_cast<int>(r.outcome)},
-            {"reason", static_cast<int>(r.reason)},
-            {"exit_code", r.exit_code},
-            {"signal", r.signal},
-            {"started", r.started_at_ms},
-            {"ended", r.ended_at_ms},
-            {"kept", r.log_bytes_kept},
-            {"dropped", r.log_bytes_dropped},
-            {"message", Bytes(r.message)}};
-  if (r.outputs_text) j["outputs"] = Bytes(*r.outputs_text);
-  return j;
+std::string EncodeResult(const std::string& id, const sdk::Result& x, bool orphan) {
+  Writer w('R');
+  w.Str(id);
+  w.I64(x.outcome);
+  w.I64(x.reason);
+  w.I64(x.exit_code);
+  w.I64(x.signal);
+  w.I64(x.started_at_ms);
+  w.I64(x.ended_at_ms);
+  w.U64(x.log_bytes_kept);
+  w.U64(x.log_bytes_dropped);
+  w.Str(x.message);
+  w.U64(orphan ? 1 : 0);
+  w.U64(x.outputs_text ? 1 : 0);
+  if (x.outputs_text) w.Str(*x.outputs_text);
+  return w.Take();
 }
 
-sdk::Result ResultFromJson(const Json& j) {
-  sdk::Result r;
-  r.outcome = static_cast<crucible_outcome>(j.at("outcome").get<int>());
-  r.reason = static_cast<crucible_reason>(j.at("reason").get<int>());
-  r.exit_code = j.at("exit_code").get<int>();
-  r.signal = j.at("signal").get<int>();
-  r.started_at_ms = j.at("started").get<int64_t>();
-  r.ended_at_ms = j.at("ended").get<int64_t>();
-  r.log_bytes_kept = j.at("kept").get<uint64_t>();
-  r.log_bytes_dropped = j.at("dropped").get<uint64_t>();
-  r.message = Unbytes(j.at("message"));
-  if (auto it = j.find("outputs"); it != j.end()) r.outputs_text = Unbytes(*it);
-  return r;
+bool DecodeResult(const std::string& payload, std::string* id, sdk::Result* x, bool* orphan) {
+  Reader r(payload, 'R');
+  *id = r.Str();
+  x->outcome = static_cast<crucible_outcome>(r.I64());
+  x->reason = static_cast<crucible_reason>(r.I64());
+  x->exit_code = static_cast<int>(r.I64());
+  x->signal = static_cast<int>(r.I64());
+  x->started_at_ms = r.I64();
+  x->ended_at_ms = r.I64();
+  x->log_bytes_kept = r.U64();
+  x->log_bytes_dropped = r.U64();
+  x->message = r.Str();
+  *orphan = r.U64() != 0;
+  if (r.U64() != 0) x->outputs_text = r.Str();
+  return r.done();
 }
 
 }  // namespace crucible::plugins::localproc::proto

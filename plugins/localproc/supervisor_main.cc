@@ -80,7 +80,7 @@ struct Entry {
   bool finished = false;
   Conn* owner = nullptr;  ///< who gets the result; nullptr: nobody now (kept for adopt)
   bool orphan = false;    ///< killed because no engine follows it; its result goes nowhere
-  Json result;
+  std::string result;  ///< the result's payload (proto::EncodeResult), once finished
 };
 
 class Supervisor {
@@ -170,9 +170,11 @@ class Supervisor {
     }
   }
 
-  void Send(Conn* c, const Json& j) {
+  void Send(Conn* c, const Json& j) { SendPayload(c, j.dump(-1, ' ', false, Json::error_handler_t::replace)); }
+
+  void SendPayload(Conn* c, const std::string& payload) {
     if (c == nullptr || c->closed) return;
-    c->out += proto::Frame(j.dump(-1, ' ', false, Json::error_handler_t::replace));
+    c->out += proto::Frame(payload);
     WriteOut(c);
     if (c->wake_fd >= 0) pending_wakes_.insert(c);
   }
@@ -224,6 +226,16 @@ class Supervisor {
   }
 
   void Handle(Conn* c, const std::string& payload) {
+    if (!payload.empty() && payload[0] == 'S') {
+      std::string id;
+      sdk::Launch launch;
+      if (proto::DecodeStart(payload, &id, &launch)) {
+        StartAttempt(c, id, launch);
+      } else {
+        std::fprintf(stderr, "crucible-localproc-supervisor: bad start message\n");
+      }
+      return;
+    }
     Json m;
     try {
       m = Json::parse(payload);
@@ -232,8 +244,6 @@ class Supervisor {
         Send(c, Json{{"op", "hello"}, {"pid", pid_}, {"start", start_}});
       } else if (op == "env") {
         runner_->SetBaseEnvironment(m.at("entries").get<std::vector<std::string>>());
-      } else if (op == "start") {
-        StartAttempt(c, m.at("id").get<std::string>(), m.at("launch"));
       } else if (op == "cancel") {
         auto it = entries_.find(m.at("id").get<std::string>());
         if (it != entries_.end() && !it->second.finished) runner_->Cancel(it->second.key, m.at("grace_ms").get<int64_t>());
@@ -250,7 +260,7 @@ class Supervisor {
     }
   }
 
-  void StartAttempt(Conn* c, const std::string& id, const Json& launch_json) {
+  void StartAttempt(Conn* c, const std::string& id, const sdk::Launch& launch) {
     if (entries_.count(id) != 0) return;  // already known (a repeated start)
     Entry& e = entries_[id];
     e.key = ++next_key_;
@@ -263,7 +273,7 @@ class Supervisor {
       unavailable = true;
     } else {
       try {
-        runner_->Start(e.key, proto::LaunchFromJson(launch_json));
+        runner_->Start(e.key, launch);
         return;
       } catch (const sdk::Unavailable& ex) {
         error = ex.what();
@@ -287,15 +297,14 @@ class Supervisor {
     by_key_.erase(k);
     Entry& e = entries_[id];
     e.finished = true;
-    e.result = proto::ResultToJson(r);
-    Json line = {{"id", id}, {"result", e.result}};
-    if (e.orphan) line["orphan"] = true;
+    e.result = proto::EncodeResult(id, r);
     if (journal_ >= 0) {
-      std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
-      ssize_t n = ::write(journal_, text.data(), text.size());
+      // The journal is a file of frames, the same as the socket carries.
+      std::string frame = proto::Frame(e.orphan ? proto::EncodeResult(id, r, true) : e.result);
+      ssize_t n = ::write(journal_, frame.data(), frame.size());
       (void)n;
     }
-    if (e.owner != nullptr && !e.orphan) Send(e.owner, Json{{"op", "result"}, {"id", id}, {"result", e.result}});
+    if (e.owner != nullptr && !e.orphan) SendPayload(e.owner, e.result);
   }
 
   /// A resumed engine takes over the attempts it lists: finished ones get their
@@ -316,7 +325,7 @@ class Supervisor {
       }
       Entry& e = it->second;
       e.owner = c;
-      if (e.finished) Send(c, Json{{"op", "result"}, {"id", id}, {"result", e.result}});
+      if (e.finished) SendPayload(c, e.result);
     }
     for (auto& [id, e] : entries_) {
       if (e.finished || listed.count(id) != 0) continue;
