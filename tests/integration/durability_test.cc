@@ -394,5 +394,44 @@ TEST_F(DurabilityTest, ResumeRunsTheStoredDefinitionWhenTheFileChangedAndSaysSo)
   EXPECT_EQ(f.steps, (std::map<std::string, std::string>{{"held", "succeeded"}, {"second", "succeeded"}}));
 }
 
+TEST_F(DurabilityTest, FullStateDirectoryStopsTheRunWhichResumesOnceThereIsSpace) {
+  // A real ENOSPC: the state directory on a 2 MiB tmpfs that a step fills up.
+  std::filesystem::create_directories(state_dir_);
+  if (::geteuid() != 0 || std::system(("mount -t tmpfs -o size=2m tmpfs '" + state_dir_ + "' 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "needs root to mount a small tmpfs";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { (void)std::system(("umount -l '" + dir + "'").c_str()); }
+  } unmount{state_dir_};
+  std::string ballast = state_dir_ + "/ballast";
+  std::string body = "[workflow]\nname = \"full\"\nmax_parallel = 1\n\n[[steps]]\nid = \"first\"\nrun = [\"true\"]\n\n"
+                     "[[steps]]\nid = \"filler\"\nneeds = [\"first\"]\nshell = \"cat /dev/zero > '" + ballast +
+                     "' 2>/dev/null; true\"\n\n";
+  for (int i = 0; i < 5; ++i) {
+    body += "[[steps]]\nid = \"after" + std::to_string(i) + "\"\nneeds = [\"filler\"]\nshell = \"echo i=" +
+            std::to_string(i) + " >> \\\"$CRUCIBLE_OUTPUT\\\"\"\n\n";
+  }
+  std::string wf = Write("full.toml", body);
+  EngineResult r = Engine({"run", wf});
+  ASSERT_NE(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("full"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(state_dir_ + "/crucible.db"), std::string::npos) << "names the path: " << r.err;
+  std::string run_id = FirstLine(r.err);
+  std::filesystem::remove(ballast);
+  FinalState mid = Load(run_id);
+  EXPECT_EQ(mid.run_state, "running") << "left resumable";
+  for (const auto& [step, attempts] : mid.attempts) {
+    for (const AttemptRecord& a : attempts) EXPECT_NE(a.state, "failed") << step << ": not a step failure";
+  }
+  EngineResult resumed = Engine({"resume", run_id});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  FinalState f = Load(run_id);
+  EXPECT_EQ(f.run_state, "succeeded");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(f.outputs["after" + std::to_string(i)]["i"], std::to_string(i));
+  EXPECT_EQ(f.attempts["filler"].size(), 1u) << "the attempt that ended while nothing could be recorded was adopted";
+  EXPECT_EQ(IntegrityCheck(), "ok");
+}
+
 }  // namespace
 }  // namespace crucible::testing

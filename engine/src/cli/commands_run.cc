@@ -167,6 +167,15 @@ int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Stor
     std::cerr << "crucible-engine: error: " << summary.error().message << "\n" << std::flush;
     std::_Exit(kExitFailed);
   }
+  if (!summary.ok() && summary.error().code == ErrorCode::kStorageFull) {
+    // Nothing more can be recorded: leave the run as a crash would, its
+    // running steps to their backends, for `resume` to adopt once there is space.
+    std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message
+              << "\ncrucible-engine: the run is left as it is (steps still running go on); `crucible-engine resume "
+              << run_id << "` continues it once there is space\n"
+              << std::flush;
+    std::_Exit(kExitFailed);
+  }
   if (!summary.ok()) {
     std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message << "\n";
     return summary.error().code == ErrorCode::kInvalidArgument ? kExitUsage : kExitFailed;
