@@ -130,6 +130,8 @@ struct Scheduler::Impl {
     std::vector<std::string> secrets;
     std::string cancel_cause;  ///< why we asked it to stop: cancelled, timeout, fail_fast, safety
     bool started = false;      ///< Backend::Start returned a handle
+    size_t handle_write = SIZE_MAX;  ///< index in `writes` of the handle row, while buffered
+    uint64_t handle_flush = 0;       ///< the flush generation that write belongs to
   };
 
   struct Timer {
@@ -168,6 +170,7 @@ struct Scheduler::Impl {
   std::vector<std::string> upstream_entries;  ///< UpstreamJson's rendered entry per finished need ("" until used)
   std::vector<std::function<Status()>> writes;
   size_t handle_writes = 0;       ///< how many of `writes` only record a handle
+  uint64_t flush_gen = 0;         ///< counts Flush() calls: tells whether a buffered write is still there
   int64_t handles_since_ms = -1;  ///< monotonic time the oldest buffered handle was queued; -1: none
   size_t finished = 0;
   int waiting_count = 0;
@@ -205,6 +208,7 @@ struct Scheduler::Impl {
     writes.clear();
     handle_writes = 0;
     handles_since_ms = -1;
+    ++flush_gen;
     if (status.ok()) {
       last_commit_mono = clock.MonotonicMs();
       CRUCIBLE_CRASH_POINT("after-commit");
@@ -445,6 +449,10 @@ struct Scheduler::Impl {
     }
     Live l = std::move(it->second);
     live.erase(it);
+    if (l.handle_flush == flush_gen && l.handle_write < writes.size()) {
+      // Its handle row is still buffered: the finish below records the handle too.
+      writes[l.handle_write] = [] { return Status(Ok{}); };
+    }
     TaskId t = l.task;
     Task& task = tasks[t];
     const auto& ps = plan.step(t);
@@ -786,6 +794,8 @@ struct Scheduler::Impl {
           l.started = true;
           l.handle = started.value();
           CRUCIBLE_CRASH_POINT("after-start-before-record");
+          l.handle_write = writes.size();
+          l.handle_flush = flush_gen;
           writes.push_back([this, t = l.task, n = l.number, h = l.handle] {
             return store.SetAttemptHandle(run_id, static_cast<int>(t), n, h);
           });
