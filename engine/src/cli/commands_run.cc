@@ -413,6 +413,19 @@ std::optional<int64_t> TakeOwnership(store::Store& store, const store::RunRow& r
   return *token;
 }
 
+/// The options of `retry` and `resume`: the stored run, owned with `token`.
+scheduler::RunOptions StoredRunOptions(const std::string& run_id, int64_t token, int max_parallel, bool keep_work,
+                                       ValidatedWorkflow& wf) {
+  scheduler::RunOptions options;
+  options.run_id = run_id;
+  options.owner_token = token;
+  options.lease_ms = LeaseMs();
+  options.max_parallel = max_parallel;
+  options.keep_work = keep_work;
+  options.step_options = std::move(wf.step_options);
+  return options;
+}
+
 }  // namespace
 
 int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
@@ -436,14 +449,8 @@ int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
   std::optional<int64_t> token = TakeOwnership(store, run, false, LeaseMs(), &code);
   if (!token) return code;
 
-  scheduler::RunOptions options;
-  options.run_id = run.id;
+  scheduler::RunOptions options = StoredRunOptions(run.id, *token, a.max_parallel, a.keep_work, *wf);
   options.resume_from_store = true;
-  options.owner_token = *token;
-  options.lease_ms = LeaseMs();
-  options.max_parallel = a.max_parallel;
-  options.keep_work = a.keep_work;
-  options.step_options = std::move(wf->step_options);
   return ExecuteRun(g, host, store, wf->plan, wf->backend_options, std::move(options), a.json);
 }
 
@@ -468,14 +475,8 @@ int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
   std::optional<ValidatedWorkflow> wf = PlanStoredRun(store, run, host, "resume", &code);
   if (!wf) return code;
 
-  scheduler::RunOptions options;
-  options.run_id = run.id;
+  scheduler::RunOptions options = StoredRunOptions(run.id, *token, a.max_parallel, a.keep_work, *wf);
   options.resume_running = true;
-  options.owner_token = *token;
-  options.lease_ms = LeaseMs();
-  options.max_parallel = a.max_parallel;
-  options.keep_work = a.keep_work;
-  options.step_options = std::move(wf->step_options);
   return ExecuteRun(g, host, store, wf->plan, wf->backend_options, std::move(options), a.json);
 }
 
