@@ -328,8 +328,9 @@ class LocalProcBackend : public sdk::Backend {
       for (const Json& u : unknown.at("unknown")) missing.insert(u.get<std::string>());
       for (const auto& [id, key] : wanted) {
         if (missing.count(id) != 0 || known.count(id) != 0) continue;
-        known.insert(id);
-        by_id_[id].conn = c;
+        known.insert(id);  // its result came with the answer, or it runs there
+        auto t = by_id_.find(id);
+        if (t != by_id_.end()) t->second.conn = c;
       }
     }
     for (const auto& [id, key] : wanted) {
