@@ -513,6 +513,55 @@ class BaseEnvironment {
 
 }  // namespace
 
+/// Empties finished attempts' working directories (into the recycler's pool,
+/// or removes them) on a thread of its own; joins it at destruction, once
+/// everything queued is done.
+class WorkDirCleaner {
+ public:
+  explicit WorkDirCleaner(WorkDirRecycler& recycler) : recycler_(recycler), thread_([this] { Loop(); }) {}
+  ~WorkDirCleaner() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void Push(std::string dir, bool recycle) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.emplace_back(std::move(dir), recycle);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_, and nothing left
+      auto [dir, recycle] = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      if (recycle) {
+        recycler_.Recycle(dir, kUpstreamFile);
+      } else {
+        std::error_code ec;
+        if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(dir, ec);
+      }
+      lock.lock();
+    }
+  }
+
+  WorkDirRecycler& recycler_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::string, bool>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 struct Runner::Impl {
   Impl(const RunnerSettings& settings, int epfd, ResultFn on_result)
       : settings_(settings), pool_(settings_.use_cgroups, settings_.slots), epfd_(epfd),
@@ -904,16 +953,11 @@ struct Runner::Impl {
     uint64_t key = a->key;
     attempts_.erase(key);  // frees a
     on_result_(std::move(r));
-    // After the result is sent: off the engine's critical path. Only a tree killed through its cgroup is known to be
-    // gone; without one a daemonised grandchild could still write here, so no reuse.
-    if (!work_dir.empty()) {
-      if (recycle) {
-        recycler_.Recycle(work_dir, kUpstreamFile);
-      } else {
-        std::error_code ec;
-        if (::rmdir(work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(work_dir, ec);
-      }
-    }
+    // After the result is sent, and on the cleaner thread, so the next start
+    // does not wait behind it. Only a tree killed through its cgroup is known
+    // to be gone; without one a daemonised grandchild could still write here,
+    // so no reuse.
+    if (!work_dir.empty()) cleaner_.Push(std::move(work_dir), recycle);
   }
 
   /// True when the attempt's main process has exited (without reaping it).
@@ -985,6 +1029,7 @@ struct Runner::Impl {
   ExecutableCache executables_;
   BaseEnvironment env_;
   WorkDirRecycler recycler_;
+  WorkDirCleaner cleaner_{recycler_};  ///< after recycler_: joined before it goes
   int epfd_ = -1;
   int devnull_ = -1;
   bool have_pidfd_ = true;
