@@ -95,6 +95,11 @@ PoolConfig PoolConfig::FromOptions(const sdk::Options& options) {
   c.recycle = isolation == "recycle";
   c.kill_grace_ms = options.Int("kill_grace", 5000);
 
+  static const std::regex user_re("^([0-9]+):([0-9]+)$");
+  std::smatch user;
+  if (!std::regex_match(c.step_user, user, user_re)) {
+    throw std::runtime_error("step_user \"" + c.step_user + "\" must be numeric UID:GID");
+  }
   std::string memory = options.String("memory", "512m");
   if (ParseByteSize(memory) <= 0) throw std::runtime_error("memory \"" + memory + "\" is not a size such as 512m");
   std::map<std::string, std::string> vars = {
@@ -106,6 +111,8 @@ PoolConfig PoolConfig::FromOptions(const sdk::Options& options) {
       {"CRUCIBLE_NETWORK", options.String("network", "none")},
       {"CRUCIBLE_USER", options.String("user", "65534:65534")},
       {"CRUCIBLE_WORK_ROOT", c.work_root},
+      {"CRUCIBLE_STEP_UID", user[1].str()},
+      {"CRUCIBLE_STEP_GID", user[2].str()},
   };
   std::string file = options.String("compose_file", "");
   c.shipped_file = file.empty();

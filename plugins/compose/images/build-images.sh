@@ -3,7 +3,7 @@
 # registry needed) and imports them into the local Docker engine:
 #
 #   crucible/busybox:latest  /bin/busybox (busybox-static) and its applets; for no-op and shell steps
-#   crucible/python:3.11     a Debian 12 root with python3-minimal (mmdebstrap --variant=essential)
+#   crucible/python:3.11     a Debian 12 root with python3-minimal and its standard library (mmdebstrap --variant=essential)
 #
 #   build-images.sh [busybox|python]...   (default: both)
 #
@@ -38,7 +38,7 @@ build_python() {
   local tag=crucible/python:3.11
   if have_image "$tag"; then return 0; fi
   command -v mmdebstrap >/dev/null || { echo "build-images: mmdebstrap missing (apt-get install mmdebstrap)" >&2; exit 1; }
-  mmdebstrap --quiet --variant=essential --include=python3-minimal bookworm - | docker import \
+  mmdebstrap --quiet --variant=essential --include=python3-minimal,libpython3.11-stdlib bookworm - | docker import \
     -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' -c 'LABEL org.crucible-engine.image=python' - "$tag" >/dev/null
   echo "build-images: built $tag" >&2
 }
