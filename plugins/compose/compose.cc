@@ -328,8 +328,16 @@ class ComposeBackend : public sdk::Backend {
     ex.healthy = false;
   }
 
-  /// Whether the container still runs (false when it is gone).
+  /// Whether the container still runs after an exec ended without a status:
+  /// false when it is gone or stops within a moment (a kill is seen by the
+  /// exec's stream before the container's state says so).
   bool ContainerRunning(DockerApi& api, const std::string& id) {
+    try {
+      HttpResponse r = api.Request("POST", "/containers/" + id + "/wait?condition=not-running", "", 2000);
+      return false;
+    } catch (const sdk::Unavailable&) {
+      // No answer within the moment: it still runs, unless it is gone.
+    }
     try {
       HttpResponse r = api.Request("GET", "/containers/" + id + "/json");
       if (r.status == 404) return false;
