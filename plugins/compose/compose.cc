@@ -630,6 +630,8 @@ const crucible_option_decl kOptions[] = {
                 "user steps run as, distinct from user (default 10001:10001)"),
     sdk::Option("work_root", CRUCIBLE_OPTION_STRING, CRUCIBLE_SCOPE_BACKEND,
                 "tmpfs in the executor holding the attempts' directories (default /work)"),
+    sdk::Option("work_size", CRUCIBLE_OPTION_STRING, CRUCIBLE_SCOPE_BACKEND,
+                "size of an executor's tmpfs work root (default 256m)"),
     sdk::Option("keep_warm", CRUCIBLE_OPTION_BOOL, CRUCIBLE_SCOPE_BACKEND,
                 "leave the pool running after the run (default false: compose down)"),
     sdk::Option("isolation", CRUCIBLE_OPTION_STRING, CRUCIBLE_SCOPE_BACKEND,

@@ -111,6 +111,8 @@ PoolConfig PoolConfig::FromOptions(const sdk::Options& options) {
       {"CRUCIBLE_NETWORK", options.String("network", "none")},
       {"CRUCIBLE_USER", options.String("user", "65534:65534")},
       {"CRUCIBLE_WORK_ROOT", c.work_root},
+      {"CRUCIBLE_WORK_SIZE", options.String("work_size", "256m")},
+      {"CRUCIBLE_TMP_SIZE", "64m"},
       {"CRUCIBLE_STEP_UID", user[1].str()},
       {"CRUCIBLE_STEP_GID", user[2].str()},
   };
