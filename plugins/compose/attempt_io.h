@@ -23,6 +23,9 @@ std::string BuildLaunchScript(int64_t timeout_ms, int64_t grace_ms, uint64_t out
                               const std::vector<std::string>& argv,
                               const std::vector<std::pair<std::string, std::string>>& env);
 
+/// Whether s is valid UTF-8 (what a JSON string of the Engine API can carry unchanged).
+bool IsValidUtf8(const std::string& s);
+
 /// A file to put into the attempt's directory: from a host file or given bytes.
 struct TarEntry {
   std::string dest;                    ///< relative to the archive root

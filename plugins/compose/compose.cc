@@ -198,16 +198,19 @@ class ComposeBackend : public sdk::Backend {
         entries.push_back({a->name + "/" + kUpstreamFile, std::nullopt, *launch.upstream_json, 0644});
       }
       for (const auto& in : launch.inputs) entries.push_back({a->name + "/" + in.dest, in.source, "", 0644});
-      entries.push_back({a->name + ".launch", std::nullopt,
-                         BuildLaunchScript(launch.timeout_ms, config_.kill_grace_ms, launch.output_cap_bytes + 1,
-                                           launch.argv, env),
-                         0600});
-      a->tar = BuildTar(entries);
-      json body = {{"AttachStdin", true},  {"AttachStdout", true},
-                   {"AttachStderr", true}, {"Tty", false},
-                   {"User", config_.step_user},
-                   {"Cmd", json::array({"/bin/sh", "-c", std::string(kSupervisorScript), "crucible-supervisor",
-                                        config_.work_root, a->name})}};
+      std::string launch_script = BuildLaunchScript(launch.timeout_ms, config_.kill_grace_ms,
+                                                    launch.output_cap_bytes + 1, launch.argv, env);
+      json cmd = json::array({"/bin/sh", "-c", std::string(kSupervisorScript), "crucible-supervisor",
+                              config_.work_root, a->name});
+      if (entries.empty() && IsValidUtf8(launch_script)) {
+        cmd.push_back(launch_script);  // nothing to unpack: the launch script travels in the command
+      } else {
+        entries.push_back({a->name + ".launch", std::nullopt, launch_script, 0600});
+        a->tar = BuildTar(entries);
+      }
+      // Attaching stdin costs dockerd a few milliseconds per exec: only when there is a tar to send.
+      json body = {{"AttachStdin", !a->tar.empty()}, {"AttachStdout", true}, {"AttachStderr", true},
+                   {"Tty", false},         {"User", config_.step_user}, {"Cmd", cmd}};
       HttpResponse r = api_.Request("POST", "/containers/" + ex->container + "/exec", body.dump());
       json created = ParseJson(r.body);
       if (r.status != 201 || !created.is_object() || !created.contains("Id")) {
@@ -464,11 +467,13 @@ class ComposeBackend : public sdk::Backend {
     std::string failure;
     try {
       std::unique_ptr<RawStream> s = api.Hijack("/exec/" + a.exec_id + "/start", R"({"Detach":false,"Tty":false})");
-      if (!s->SendAll(a.tar)) {
-        stream_failed = true;
-        failure = "sending the attempt's files failed";
+      if (!a.tar.empty()) {
+        if (!s->SendAll(a.tar)) {
+          stream_failed = true;
+          failure = "sending the attempt's files failed";
+        }
+        s->CloseWrite();
       }
-      s->CloseWrite();
       a.tar.clear();
       a.tar.shrink_to_fit();
       bool cancel_sent = false;

@@ -117,3 +117,18 @@ TEST(AttemptIoTest, CappedLogKeepsTheHeadAndMarksWhatItDropped) {
 
 }  // namespace
 }  // namespace crucible::plugins::compose
+
+namespace crucible::plugins::compose {
+namespace {
+
+TEST(AttemptIoTest, Utf8CheckAcceptsTextAndRefusesStrayBytes) {
+  EXPECT_TRUE(IsValidUtf8("plain"));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+}
+
+}  // namespace
+}  // namespace crucible::plugins::compose
