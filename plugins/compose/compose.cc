@@ -82,7 +82,7 @@ json ParseJson(const std::string& text) { return json::parse(text, nullptr, fals
 /// One attempt handed to an executor's worker.
 struct Attempt {
   uint64_t key = 0;
-  std::string name;  ///< its directory under the work root
+  std::string name;  ///< its working directory under the work root (the same for every attempt of an executor)
   std::string exec_id;
   std::string tar;
   std::string log_path;
@@ -107,9 +107,6 @@ class ComposeBackend : public sdk::Backend {
       : host_(host), config_(PoolConfig::FromOptions(options)), api_(DockerSocketFromEnv()) {
     HttpResponse ping = api_.Request("GET", "/_ping", "", 10000);
     if (ping.status != 200) throw sdk::Unavailable("docker at " + api_.socket_path() + " answers " + std::to_string(ping.status));
-    std::optional<ComposeCli> cli = DetectCompose();
-    if (!cli) throw std::runtime_error("neither `docker compose` (v2) nor `docker-compose` (v1) can be run");
-    cli_ = *cli;
     fs::path dir = fs::path(host_.state_dir()) / "compose";
     fs::create_directories(dir);
     compose_path_ = (dir / (config_.project + ".yaml")).string();
@@ -141,7 +138,7 @@ class ComposeBackend : public sdk::Backend {
       e->thread = std::thread([this, e] { WorkerLoop(*e); });
     }
     host_.Log(CRUCIBLE_LOG_DEBUG, "compose: pool up project=" + config_.project + " executors=" +
-                                     std::to_string(executors_.size()) + " compose=" + cli_.prefix.back());
+                                     std::to_string(executors_.size()));
   }
 
   ~ComposeBackend() override {
@@ -186,7 +183,7 @@ class ComposeBackend : public sdk::Backend {
     try {
       auto a = std::make_shared<Attempt>();
       a->key = launch.attempt_key;
-      a->name = "a" + std::to_string(launch.attempt_key) + "-" + std::to_string(launch.attempt);
+      a->name = "attempt";
       a->log_path = launch.log_path;
       a->log_cap = launch.log_cap_bytes;
       std::string dir = config_.work_root + "/" + a->name;
@@ -205,7 +202,7 @@ class ComposeBackend : public sdk::Backend {
       if (entries.empty() && IsValidUtf8(launch_script)) {
         cmd.push_back(launch_script);  // nothing to unpack: the launch script travels in the command
       } else {
-        entries.push_back({a->name + ".launch", std::nullopt, launch_script, 0600});
+        entries.push_back({".crucible-launch", std::nullopt, launch_script, 0600});
         a->tar = BuildTar(entries);
       }
       // Attaching stdin costs dockerd a few milliseconds per exec: only when there is a tar to send.
@@ -219,8 +216,7 @@ class ComposeBackend : public sdk::Backend {
                                " " + r.body.substr(0, 200));
       }
       a->exec_id = created["Id"].get<std::string>();
-      std::string handle = "container=" + ex->container + " exec=" + a->exec_id + " attempt=" + a->name +
-                           " pool=" + config_.project;
+      std::string handle = "container=" + ex->container + " exec=" + a->exec_id + " pool=" + config_.project;
       {
         std::lock_guard<std::mutex> lock(mu_);
         ex->attempt = a;
@@ -302,19 +298,33 @@ class ComposeBackend : public sdk::Backend {
     return out;
   }
 
+  /// The Compose CLI, found on first use (a warm pool needs none).
+  const ComposeCli& Cli() {
+    std::lock_guard<std::mutex> lock(cli_mu_);
+    if (!cli_) {
+      cli_ = DetectCompose();
+      if (!cli_) throw sdk::Unavailable("neither `docker compose` (v2) nor `docker-compose` (v1) can be run");
+    }
+    return *cli_;
+  }
+
   /// compose up; throws with Compose's output on failure.
   void Up() {
     std::map<std::string, int> replicas;
     for (const auto& s : config_.services) replicas[s.name] = config_.replicas;
     std::string output;
-    int rc = RunCommand(UpCommand(cli_, config_.project, compose_path_, replicas), &output);
+    int rc = RunCommand(UpCommand(Cli(), config_.project, compose_path_, replicas), &output);
     if (rc != 0) throw sdk::Unavailable("compose up of pool " + config_.project + " failed: " + output.substr(0, 600));
   }
 
   /// compose down, then removes whatever still carries the project's label.
   void Down() {
     std::string output;
-    RunCommand(DownCommand(cli_, config_.project, compose_path_), &output);
+    try {
+      RunCommand(DownCommand(Cli(), config_.project, compose_path_), &output);
+    } catch (const std::exception&) {
+      // No Compose: what carries the project's label is removed below all the same.
+    }
     try {
       json filters = {{"label", {"com.docker.compose.project=" + config_.project}}};
       HttpResponse r = api_.Request("GET", "/containers/json?all=1&filters=" + Escape(filters.dump()));
@@ -567,7 +577,8 @@ class ComposeBackend : public sdk::Backend {
   PoolConfig config_;
   DockerApi api_;  ///< the engine thread's (and create/destroy's); api_mu_ when a worker borrows it
   std::mutex api_mu_;
-  ComposeCli cli_;
+  std::mutex cli_mu_;
+  std::optional<ComposeCli> cli_;
   std::string compose_path_;
   std::vector<std::unique_ptr<Executor>> executors_;
   std::mutex mu_;

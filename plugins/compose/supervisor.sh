@@ -1,10 +1,12 @@
 # The compose backend's in-executor supervisor: one attempt in one exec.
 # POSIX sh (busybox ash and dash). Run as:
 #   sh -c SCRIPT crucible-supervisor WORK_ROOT NAME [LAUNCH]
-# LAUNCH is the launch script: _t timeout and _g grace (seconds), _c output
-# cap, `set -- ARGV`, and the function _launch exporting the step's
-# environment. Without it, stdin is a tar holding NAME/ (inputs, upstream file)
-# and NAME.launch, the launch script.
+# NAME is the working directory under WORK_ROOT; it is emptied after each
+# attempt and kept, so that a step creates no directory it need not. LAUNCH
+# is the launch script: _t timeout and _g grace (seconds), _c output cap,
+# `set -- ARGV`, and the function _launch exporting the step's environment.
+# Without it, stdin is a tar holding NAME/ (inputs, upstream file) and
+# .crucible-launch, the launch script.
 #   stdout  the step's stdout and stderr, and this script's own complaints
 #   stderr  the control channel: "crucible-pid SUPERVISOR STEP", then
 #           "crucible-exit RC WHY OOM_BEFORE OOM_AFTER", then optionally
@@ -36,20 +38,25 @@ _scrub() {
   _n=0
   while _left && [ $_n -lt 100 ]; do kill -KILL -1 2>/dev/null; sleep 0.01; _n=$((_n + 1)); done
   _s=ok
-  set -- "$_r"/* "$_r"/.[!.]* "$_r"/..?* /tmp/* /tmp/.[!.]* /tmp/..?* /dev/shm/* /dev/shm/.[!.]* /dev/shm/..?*
-  _e=
-  for _x; do [ -e "$_x" ] || [ -L "$_x" ] && _e=1; done
-  if [ -n "$_e" ]; then
+  set --
+  for _x in "$_r"/* "$_r"/.[!.]* "$_r"/..?* "$_d"/* "$_d"/.[!.]* "$_d"/..?* /tmp/* /tmp/.[!.]* /tmp/..?* \
+    /dev/shm/* /dev/shm/.[!.]* /dev/shm/..?*; do
+    [ "$_x" != "$_d" ] && { [ -e "$_x" ] || [ -L "$_x" ]; } && set -- "$@" "$_x"
+  done
+  _e=$#
+  if [ "$_e" != 0 ]; then
     rm -rf "$@" 2>/dev/null
     for _x; do [ -e "$_x" ] || [ -L "$_x" ] && _s=dirty; done
   fi
+  [ -d "$_d" ] && [ ! -L "$_d" ] && [ -O "$_d" ] || _s=dirty
   _left && _s=dirty
   echo "crucible-scrub $_s" >&3
 }
+{ [ -d "$_d" ] || mkdir "$_d"; } &&
 if [ $# -ge 3 ]; then
-  mkdir "$_d" && eval "$3"
+  eval "$3"
 else
-  mkdir "$_d" && tar -x -C "$_r" -f - && . "$_r/$2.launch"
+  tar -x -C "$_r" -f - && . "$_r/.crucible-launch"
 fi
 if [ $? != 0 ] || ! cd "$_d"; then
   echo "crucible-setup-failed" >&3
