@@ -87,6 +87,7 @@ struct Attempt {
   std::string tar;
   std::string log_path;
   uint64_t log_cap = 0;
+  int64_t timeout_ms = 0;
   std::atomic<bool> cancel{false};
 };
 
@@ -186,6 +187,7 @@ class ComposeBackend : public sdk::Backend {
       a->name = "attempt";
       a->log_path = launch.log_path;
       a->log_cap = launch.log_cap_bytes;
+      a->timeout_ms = launch.timeout_ms;
       std::string dir = config_.work_root + "/" + a->name;
       std::vector<std::pair<std::string, std::string>> env = launch.env;
       env.emplace_back("CRUCIBLE_OUTPUT", dir + "/" + kOutputFile);
@@ -445,6 +447,17 @@ class ComposeBackend : public sdk::Backend {
     }
   }
 
+  /// The exit code of an ended exec, -1 when unknown.
+  static int ExecExitCode(DockerApi& api, const std::string& exec_id) {
+    try {
+      HttpResponse r = api.Request("GET", "/exec/" + exec_id + "/json");
+      json j = ParseJson(r.body);
+      if (r.status == 200 && j.is_object() && j["ExitCode"].is_number_integer()) return j["ExitCode"].get<int>();
+    } catch (const std::exception&) {
+    }
+    return -1;
+  }
+
   void SendCancel(DockerApi& api, const Executor& ex, long supervisor_pid) {
     try {
       json body = {{"AttachStdin", false},
@@ -475,6 +488,7 @@ class ComposeBackend : public sdk::Backend {
     });
     bool stream_failed = false;
     std::string failure;
+    std::string forced;  ///< set when the backstop restarted the executor
     try {
       std::unique_ptr<RawStream> s = api.Hijack("/exec/" + a.exec_id + "/start", R"({"Detach":false,"Tty":false})");
       if (!a.tar.empty()) {
@@ -487,11 +501,30 @@ class ComposeBackend : public sdk::Backend {
       a.tar.clear();
       a.tar.shrink_to_fit();
       bool cancel_sent = false;
+      // The supervisor enforces the timeout and the cancel; should the step
+      // have disabled it (it runs as the same user), the executor is
+      // restarted once the grace and a margin have passed as well.
+      constexpr int64_t kBackstopMarginMs = 10000;
+      auto now_ms = [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+      };
+      int64_t backstop = a.timeout_ms > 0 ? now_ms() + a.timeout_ms + config_.kill_grace_ms + kBackstopMarginMs : 0;
       char buf[65536];
       while (!stream_failed) {
         if (a.cancel && !cancel_sent && control.has_pid()) {
           SendCancel(api, ex, control.report().supervisor_pid);
           cancel_sent = true;
+          int64_t by = now_ms() + config_.kill_grace_ms + kBackstopMarginMs;
+          backstop = backstop == 0 ? by : std::min(backstop, by);
+        }
+        if (backstop != 0 && now_ms() > backstop && forced.empty()) {
+          forced = a.cancel ? "cancelled" : "timeout";
+          try {
+            api.Request("POST", "/containers/" + ex.container + "/restart?t=0", "", 60000);
+          } catch (const std::exception&) {
+          }
         }
         pollfd fds[2] = {{s->fd(), POLLIN, 0}, {ex.wake_fd, POLLIN, 0}};
         int n = ::poll(fds, 2, 1000);
@@ -522,6 +555,13 @@ class ComposeBackend : public sdk::Backend {
     r.log_bytes_dropped = log.dropped();
     const ControlReport& c = control.report();
     if (c.scrub_ok.has_value() && !*c.scrub_ok) *dirty = true;
+    if (!c.exited && !forced.empty()) {
+      r.outcome = forced == "cancelled" ? CRUCIBLE_OUTCOME_CANCELLED : CRUCIBLE_OUTCOME_FAILED;
+      r.reason = forced == "cancelled" ? CRUCIBLE_REASON_CANCELLED : CRUCIBLE_REASON_TIMEOUT;
+      r.message = "the step outlived its supervisor's " + forced + "; executor " + ex.container.substr(0, 12) +
+                  " was restarted";
+      return r;
+    }
     if (!c.exited) {
       if (!ContainerRunning(api, ex.container)) {
         *lost = true;
@@ -537,9 +577,17 @@ class ComposeBackend : public sdk::Backend {
       } else {
         *dirty = true;
         r.outcome = CRUCIBLE_OUTCOME_FAILED;
-        r.reason = CRUCIBLE_REASON_BACKEND_ERROR;
-        r.message = "the exec in executor " + ex.container.substr(0, 12) + " ended without a status" +
-                    (failure.empty() ? "" : ": " + failure);
+        int exec_exit = ExecExitCode(api, a.exec_id);
+        if (exec_exit > 128) {
+          // The supervisor itself was killed, by the step (same user) or the OOM killer.
+          r.reason = CRUCIBLE_REASON_SIGNALED;
+          r.signal = exec_exit - 128;
+          r.message = "the attempt's supervisor was killed by signal " + std::to_string(r.signal);
+        } else {
+          r.reason = CRUCIBLE_REASON_BACKEND_ERROR;
+          r.message = "the exec in executor " + ex.container.substr(0, 12) + " ended without a status" +
+                      (failure.empty() ? "" : ": " + failure);
+        }
       }
       return r;
     }

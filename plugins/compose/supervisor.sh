@@ -66,15 +66,17 @@ if [ $? != 0 ] || ! cd "$_d"; then
 fi
 _oom
 _o0=$_v
-for _cs in /usr/bin/setsid /bin/setsid /usr/sbin/setsid /sbin/setsid; do [ -x $_cs ] && break; done
 _w=none; _i=
+# Stops the step: SIGTERM to every process of the step's user but this one
+# (its whole tree, setsid ones included), SIGKILL after the grace (ALRM).
 _k() {
-  kill -TERM -$_p 2>/dev/null || kill -TERM $_p 2>/dev/null
-  (sleep "$_g"; kill -KILL -$_p 2>/dev/null) >/dev/null 2>&1 3>&- &
+  kill -TERM -1 2>/dev/null
+  (sleep "$_g"; kill -ALRM $$) >/dev/null 2>&1 3>&- &
 }
 trap '_w=cancelled; _i=1; _k' USR1
 trap '[ $_w = none ] && { _w=timeout; _k; }; _i=1' USR2
-(_launch; exec "$_cs" "$@") </dev/null 3>&- &
+trap 'kill -KILL -1 2>/dev/null; _i=1' ALRM
+(_launch; exec "$@") </dev/null 3>&- &
 _p=$!
 exec 2>/dev/null
 echo "crucible-pid $$ $_p" >&3

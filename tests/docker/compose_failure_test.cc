@@ -42,6 +42,33 @@ shell = "setsid sleep 1001 </dev/null >/dev/null 2>&1 & trap '' TERM; sleep 1002
   EXPECT_NE(top.find("sleep 2147483647"), std::string::npos) << "the executor itself still runs: " << top;
 }
 
+TEST_F(ComposeFailureTest, AStepThatKillsItsSupervisorFailsAndLeavesNothing) {
+  std::string wf = Write("rogue.toml", Header("rogue", "replicas = 1\nkeep_warm = true") + R"(
+[[steps]]
+id = "rogue"
+shell = "setsid sleep 1006 </dev/null >/dev/null 2>&1 & kill -KILL $PPID; exec sleep 1007"
+)");
+  EngineResult r = Engine({"run", wf, "--json"});
+  ASSERT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(StepOf(Json(r.out), "rogue")["reason"], "signaled");
+  std::string top = TopOf(Containers());
+  EXPECT_EQ(top.find("sleep 100"), std::string::npos) << "the executor was restarted: " << top;
+}
+
+TEST_F(ComposeFailureTest, AStepThatStopsItsSupervisorStillTimesOutAndLeavesNothing) {
+  std::string wf = Write("rogue.toml", Header("rogue", "replicas = 1\nkeep_warm = true\nkill_grace = \"500ms\"") + R"(
+[[steps]]
+id = "rogue"
+timeout = "300ms"
+shell = "kill -STOP $PPID; exec sleep 1008"
+)");
+  EngineResult r = Engine({"run", wf, "--json"});
+  ASSERT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(StepOf(Json(r.out), "rogue")["reason"], "timeout");
+  std::string top = TopOf(Containers());
+  EXPECT_EQ(top.find("sleep 1008"), std::string::npos) << top;
+}
+
 TEST_F(ComposeFailureTest, SigintCancelsTheRunningStepAndLeavesNoProcessOfItInTheExecutor) {
   std::string wf = Write("long.toml", Header("long", "replicas = 1\nkeep_warm = true") + R"(
 [[steps]]
