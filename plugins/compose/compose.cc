@@ -422,28 +422,26 @@ class ComposeBackend : public sdk::Backend {
           lost = true;
         }
       }
+      bool stopping;
       {
         std::lock_guard<std::mutex> lock(mu_);
         done_.push_back(std::move(result));
         attempts_.erase(a->key);
         ex.attempt = nullptr;
         if (lost) ex.healthy = false;
+        ex.busy = lost;  // free at once, so the engine can start the next attempt on this turn
+        stopping = stopping_;
       }
       done_cv_.notify_all();
       host_.Wake();
       if (lost) {
-        bool stopping;
+        if (!stopping) Replace(api, ex);
         {
           std::lock_guard<std::mutex> lock(mu_);
-          stopping = stopping_;
+          ex.busy = false;
         }
-        if (!stopping) Replace(api, ex);
+        host_.Wake();
       }
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ex.busy = false;
-      }
-      host_.Wake();
     }
   }
 
