@@ -115,6 +115,8 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--latency-steps", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="best of N for the engine, the Engine API and the docker exec loop (docker run: once)")
     args = ap.parse_args()
     engine = os.path.abspath(args.engine)
     project = f"crucible-bench-{os.getpid()}"
@@ -140,25 +142,32 @@ def main():
             subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE, "true"], check=True,
                            stdout=subprocess.DEVNULL)
 
-        rows = []
-        # Sequential latency per step.
-        api_lat = sequential(args.latency_steps, api_job)
-        cli_lat = sequential(args.latency_steps // 2, cli_exec_job)
-        run_lat = sequential(max(5, args.latency_steps // 4), docker_run_job)
+        # The machine may be shared: the runners take turns, and each keeps its best of --repeat.
+        best = {}
+
+        def keep(key, value):
+            best[key] = min(best.get(key, value), value)
+
+        n = args.steps
         wf_seq = os.path.join(tmp, "seq.toml")
         write_workflow(wf_seq, project, args.pool, args.latency_steps + 1, 1)
-        t_seq = engine_run(engine, state, wf_seq)
-        t_one = engine_run(engine, state, wf_one)
-        eng_lat = (t_seq - t_one) / args.latency_steps
-
-        # Throughput at the pool's concurrency.
-        n = args.steps
-        api_wall = run_concurrently(n, args.pool, api_job)
-        cli_wall = run_concurrently(n, args.pool, cli_exec_job)
-        run_wall = run_concurrently(n, args.pool, docker_run_job)
         wf_n = os.path.join(tmp, "many.toml")
         write_workflow(wf_n, project, args.pool, n, args.pool)
-        eng_wall = engine_run(engine, state, wf_n)
+        for _ in range(args.repeat):
+            # Sequential latency per step.
+            keep("api_lat", sequential(args.latency_steps, api_job))
+            keep("cli_lat", sequential(args.latency_steps // 2, cli_exec_job))
+            t_seq = engine_run(engine, state, wf_seq)
+            t_one = engine_run(engine, state, wf_one)
+            keep("eng_lat", (t_seq - t_one) / args.latency_steps)
+            # Throughput at the pool's concurrency.
+            keep("api_wall", run_concurrently(n, args.pool, api_job))
+            keep("cli_wall", run_concurrently(n, args.pool, cli_exec_job))
+            keep("eng_wall", engine_run(engine, state, wf_n))
+        run_lat = sequential(max(5, args.latency_steps // 4), docker_run_job)
+        run_wall = run_concurrently(n, args.pool, docker_run_job)
+        api_lat, cli_lat, eng_lat = best["api_lat"], best["cli_lat"], best["eng_lat"]
+        api_wall, cli_wall, eng_wall = best["api_wall"], best["cli_wall"], best["eng_wall"]
 
         rows = [
             ("crucible-engine, compose backend", eng_lat, eng_wall),
@@ -166,8 +175,9 @@ def main():
             ("`docker exec` CLI loop", cli_lat, cli_wall),
             ("`docker run --rm` loop", run_lat, run_wall),
         ]
-        print(f"{n} no-op steps, pool of {args.pool}, concurrency {args.pool}; "
-              f"latency: sequential no-op ({args.latency_steps} steps for the engine, net of a 1-step run)\n")
+        print(f"{n} no-op steps, pool of {args.pool}, concurrency {args.pool}, best of {args.repeat} "
+              f"(docker run: one round); latency: sequential no-op "
+              f"({args.latency_steps} steps for the engine, net of a 1-step run)\n")
         print(f"| runner | latency per step | {n} steps at {args.pool} | steps/s |")
         print("|---|---:|---:|---:|")
         for name, lat, wall in rows:
