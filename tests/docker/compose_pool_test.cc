@@ -139,6 +139,77 @@ exit $bad
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
+TEST_F(ComposePoolTest, AUserComposeFileWithTwoServicesRunsEachStepOnTheServiceOfItsImage) {
+  Write("pool.yaml", R"(version: "2.4"
+services:
+  small:
+    image: crucible/busybox:latest
+    command: ["sleep", "2147483647"]
+    init: true
+    user: "65534:65534"
+    network_mode: none
+    read_only: true
+    tmpfs:
+      - /tmp:mode=1777
+      - ${CRUCIBLE_WORK_ROOT}:exec,mode=0700,uid=${CRUCIBLE_STEP_UID},gid=${CRUCIBLE_STEP_GID}
+    mem_limit: 64m
+    labels:
+      org.crucible-engine.pool: "${CRUCIBLE_POOL}"
+  python:
+    image: crucible/python:3.11
+    command: ["sleep", "2147483647"]
+    init: true
+    user: "65534:65534"
+    network_mode: none
+    read_only: true
+    tmpfs:
+      - /tmp:mode=1777
+      - ${CRUCIBLE_WORK_ROOT}:exec,mode=0700,uid=${CRUCIBLE_STEP_UID},gid=${CRUCIBLE_STEP_GID}
+    mem_limit: 256m
+    labels:
+      org.crucible-engine.pool: "${CRUCIBLE_POOL}"
+)");
+  std::string wf = Write("two.toml", Header("two", "replicas = 1\ncompose_file = \"" + dir_ + "/pool.yaml\"") + R"toml(
+[[steps]]
+id = "py"
+image = "crucible/python:3.11"
+resources = { memory = "200Mi" }
+run = ["python3", "-c", "import sys; print(sys.version_info[:2])"]
+
+[[steps]]
+id = "bb"
+image = "crucible/busybox"
+shell = "busybox | head -c 7; echo"
+
+[[steps]]
+id = "too-big-for-small"
+image = "crucible/busybox"
+resources = { memory = "200Mi" }
+run = ["true"]
+)toml");
+  EngineResult v = Engine({"validate", wf});
+  EXPECT_EQ(v.exit_code, 2) << v.err;
+  EXPECT_NE(v.err.find("exceeds the limit of executor service small (64Mi)"), std::string::npos) << v.err;
+  std::string text = Read(wf);
+  Write("two.toml", text.substr(0, text.find("[[steps]]\nid = \"too-big")));
+  EngineResult r = Engine({"run", wf});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string run_id = FirstLine(r.err);
+  EXPECT_EQ(Engine({"logs", run_id, "py"}).out, "(3, 11)\n");
+  EXPECT_EQ(Engine({"logs", run_id, "bb"}).out, "BusyBox\n");
+}
+
+TEST_F(ComposePoolTest, NetworkIsOptIn) {
+  std::string wf = Write("net.toml", Header("net", "replicas = 1\nnetwork = \"bridge\"") + R"(
+[[steps]]
+id = "route"
+shell = "ip route | grep -c ^default"
+)");
+  EngineResult r = Engine({"run", wf});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Engine({"logs", FirstLine(r.err), "route"}).out, "1\n");
+}
+
 TEST_F(ComposePoolTest, RecycleIsolationRestartsTheExecutorBetweenSteps) {
   std::string wf = Write("recycle.toml", Header("recycle", "replicas = 1\nisolation = \"recycle\"") + R"(
 [[steps]]
