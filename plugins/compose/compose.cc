@@ -34,6 +34,7 @@
 //
 // Thread-safety: Start/Poll/Cancel/Capacity come from the engine's thread; a
 // worker owns its executor's running attempt; mu_ guards the rest.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -112,6 +113,8 @@ class ComposeBackend : public sdk::Backend {
     fs::create_directories(dir);
     compose_path_ = (dir / (config_.project + ".yaml")).string();
     std::ofstream(compose_path_, std::ios::binary | std::ios::trunc) << config_.compose_text;
+    owner_path_ = (dir / (config_.project + ".engine")).string();
+    bool abandoned = ClaimPool();
 
     std::map<std::string, std::vector<std::string>> running = RunningExecutors();
     bool short_of_replicas = false;
@@ -136,7 +139,12 @@ class ComposeBackend : public sdk::Backend {
     }
     for (auto& ex : executors_) {
       Executor* e = ex.get();
-      e->thread = std::thread([this, e] { WorkerLoop(*e); });
+      // An engine that died left its executors as they were: a step may still run in one.
+      e->busy = abandoned;
+      e->thread = std::thread([this, e, abandoned] {
+        if (abandoned) Restart(*e);
+        WorkerLoop(*e);
+      });
     }
     host_.Log(CRUCIBLE_LOG_DEBUG, "compose: pool up project=" + config_.project + " executors=" +
                                      std::to_string(executors_.size()));
@@ -157,6 +165,7 @@ class ComposeBackend : public sdk::Backend {
       if (ex->wake_fd >= 0) ::close(ex->wake_fd);
     }
     if (!config_.keep_warm) Down();
+    ::unlink(owner_path_.c_str());
   }
 
   int64_t Capacity() override {
@@ -298,6 +307,48 @@ class ComposeBackend : public sdk::Backend {
       }
     }
     return out;
+  }
+
+  /// Records this engine as the pool's user in STATE_DIR/compose/PROJECT.engine.
+  /// Returns true when an engine that died held it; throws when a live one does.
+  bool ClaimPool() {
+    for (int round = 0; round < 2; ++round) {
+      int fd = ::open(owner_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        std::string pid = std::to_string(::getpid()) + "\n";
+        (void)!::write(fd, pid.data(), pid.size());
+        ::close(fd);
+        return round > 0;
+      }
+      std::ifstream in(owner_path_);
+      long pid = 0;
+      in >> pid;
+      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+      std::string name;
+      comm >> name;
+      if (pid > 0 && pid != ::getpid() && name.rfind("crucible-engin", 0) == 0) {  // comm holds 15 bytes
+        throw std::runtime_error("compose pool " + config_.project + " is in use by crucible-engine pid " +
+                                 std::to_string(pid) + " (" + owner_path_ + ")");
+      }
+      ::unlink(owner_path_.c_str());
+    }
+    throw std::runtime_error("cannot claim compose pool " + config_.project + " (" + owner_path_ + ")");
+  }
+
+  /// Restarts an executor (its tmpfs mounts come back empty, every process ends), then frees it.
+  void Restart(Executor& ex) {
+    bool ok = false;
+    try {
+      DockerApi api(api_.socket_path());
+      ok = api.Request("POST", "/containers/" + ex.container + "/restart?t=0", "", 60000).status == 204;
+    } catch (const std::exception&) {
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ex.busy = false;
+      ex.healthy = ok;
+    }
+    host_.Wake();
   }
 
   /// The Compose CLI, found on first use (a warm pool needs none).
@@ -626,6 +677,7 @@ class ComposeBackend : public sdk::Backend {
   std::mutex cli_mu_;
   std::optional<ComposeCli> cli_;
   std::string compose_path_;
+  std::string owner_path_;
   std::vector<std::unique_ptr<Executor>> executors_;
   std::mutex mu_;
   std::mutex up_mu_;

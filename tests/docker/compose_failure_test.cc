@@ -88,6 +88,37 @@ shell = "setsid sleep 1003 </dev/null >/dev/null 2>&1 & echo up; exec sleep 1004
   EXPECT_EQ(top.find("sleep 100"), std::string::npos) << top;
 }
 
+TEST_F(ComposeFailureTest, APoolLeftByAKilledEngineIsResetBeforeTheNextRunAndAPoolInUseIsRefused) {
+  std::string first = Write("first.toml", Header("first", "replicas = 1") + R"(
+[[steps]]
+id = "orphan"
+shell = "setsid sleep 1009 </dev/null >/dev/null 2>&1 & exec sleep 1010"
+)");
+  std::unique_ptr<EngineProcess> engine = EngineProcess::Start({"--state-dir", state_dir_, "run", first});
+  ASSERT_NE(engine, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return TopOf(Containers()).find("sleep 1010") != std::string::npos; },
+                        std::chrono::seconds(60)))
+      << engine->err();
+
+  EngineResult busy = Engine({"run", first});
+  EXPECT_EQ(busy.exit_code, 3) << busy.err;
+  EXPECT_NE(busy.err.find("is in use by crucible-engine pid " + std::to_string(engine->pid())), std::string::npos)
+      << busy.err;
+
+  ASSERT_EQ(kill(engine->pid(), SIGKILL), 0);
+  engine->Wait(std::chrono::seconds(30));
+  ASSERT_NE(TopOf(Containers()).find("sleep 1010"), std::string::npos) << "the killed engine left its step running";
+
+  std::string second = Write("second.toml", Header("second", "replicas = 1") + R"(
+[[steps]]
+id = "next"
+shell = "cat /proc/[0-9]*/cmdline | tr '\\000' ' ' | grep -c 'slee[p] 10' || true"
+)");
+  EngineResult r = Engine({"run", second});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Engine({"logs", FirstLine(r.err), "next"}).out, "0\n") << "the next run shares no executor with the orphan";
+}
+
 TEST_F(ComposeFailureTest, MemoryOverTheExecutorLimitIsOomKilled) {
   std::string wf = Write("oom.toml", Header("oom", "replicas = 1\nmemory = \"48m\"\nimage = \"crucible/python:3.11\"") + R"toml(
 [[steps]]
