@@ -98,6 +98,7 @@ struct Executor {
   std::string service;
   bool busy = false;     ///< leased (an attempt is assigned or running)
   bool healthy = true;   ///< false while lost and not yet replaced
+  bool replace = false;  ///< asks the worker to replace its lost container
   std::shared_ptr<Attempt> attempt;
   int wake_fd = -1;
   std::thread thread;
@@ -116,12 +117,12 @@ class ComposeBackend : public sdk::Backend {
     owner_path_ = (dir / (config_.project + ".engine")).string();
     bool abandoned = ClaimPool();
 
-    std::map<std::string, std::vector<std::string>> running = RunningExecutors();
+    std::map<std::string, std::vector<std::string>> running = RunningExecutors(api_);
     bool short_of_replicas = false;
     for (const auto& s : config_.services) short_of_replicas |= running[s.name].size() < static_cast<size_t>(config_.replicas);
     if (short_of_replicas) {
       Up();
-      running = RunningExecutors();
+      running = RunningExecutors(api_);
     }
     for (const auto& s : config_.services) {
       const auto& ids = running[s.name];
@@ -171,8 +172,13 @@ class ComposeBackend : public sdk::Backend {
   int64_t Capacity() override {
     std::lock_guard<std::mutex> lock(mu_);
     int64_t n = 0;
-    for (const auto& ex : executors_) n += (ex->healthy && !ex->busy) ? 1 : 0;
-    return n;
+    bool any_alive = false;
+    for (const auto& ex : executors_) {
+      n += (ex->healthy && !ex->busy) ? 1 : 0;
+      any_alive = any_alive || ex->healthy || ex->busy;
+    }
+    // Every executor lost for good: let start() fail the attempt rather than wait forever.
+    return any_alive ? n : 1;
   }
 
   std::string Start(const sdk::Launch& launch) override {
@@ -187,7 +193,10 @@ class ComposeBackend : public sdk::Backend {
           break;
         }
       }
-      if (ex == nullptr) throw sdk::Unavailable("no idle executor in compose pool " + config_.project);
+      if (ex == nullptr) {
+        throw sdk::Unavailable("no idle executor in compose pool " + config_.project +
+                               " (executors lost and not replaced: is the Docker engine up?)");
+      }
       ex->busy = true;
     }
     try {
@@ -237,7 +246,7 @@ class ComposeBackend : public sdk::Backend {
       return handle;
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!ex->attempt) ex->busy = false;
+      if (!ex->attempt && !ex->replace) ex->busy = false;
       throw;
     }
   }
@@ -274,9 +283,9 @@ class ComposeBackend : public sdk::Backend {
   }
 
   /// Running executor containers of the project, by service, oldest name first.
-  std::map<std::string, std::vector<std::string>> RunningExecutors() {
+  std::map<std::string, std::vector<std::string>> RunningExecutors(DockerApi& api) {
     json filters = {{"label", {"com.docker.compose.project=" + config_.project}}};
-    HttpResponse r = api_.Request("GET", "/containers/json?filters=" + Escape(filters.dump()));
+    HttpResponse r = api.Request("GET", "/containers/json?filters=" + Escape(filters.dump()));
     json list = ParseJson(r.body);
     std::map<std::string, std::vector<std::pair<std::string, std::string>>> named;
     if (r.status == 200 && list.is_array()) {
@@ -389,9 +398,15 @@ class ComposeBackend : public sdk::Backend {
     }
   }
 
+  /// The executor's container is gone: its worker replaces it (busy until then).
   void MarkLost(Executor& ex) {
-    std::lock_guard<std::mutex> lock(mu_);
-    ex.healthy = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ex.healthy = false;
+      ex.busy = true;
+      ex.replace = true;
+    }
+    work_cv_.notify_all();
   }
 
   /// Whether the container still runs after an exec ended without a status:
@@ -434,17 +449,10 @@ class ComposeBackend : public sdk::Backend {
         }
         return false;
       };
-      {
-        std::lock_guard<std::mutex> lock(api_mu_);
-        running = RunningExecutors();
-      }
+      running = RunningExecutors(api);
       if (take()) return true;
       Up();
-      {
-        std::lock_guard<std::mutex> lock(api_mu_);
-        running = RunningExecutors();
-      }
-      (void)api;
+      running = RunningExecutors(api);
       return take();
     } catch (const std::exception&) {
       return false;
@@ -457,8 +465,18 @@ class ComposeBackend : public sdk::Backend {
       std::shared_ptr<Attempt> a;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        work_cv_.wait(lock, [&] { return stopping_ || ex.attempt != nullptr; });
-        if (ex.attempt == nullptr) return;
+        work_cv_.wait(lock, [&] { return stopping_ || ex.attempt != nullptr || ex.replace; });
+        if (stopping_ && ex.attempt == nullptr) return;
+        if (ex.replace && ex.attempt == nullptr) {
+          ex.replace = false;
+          lock.unlock();
+          Replace(api, ex);
+          lock.lock();
+          ex.busy = false;
+          lock.unlock();
+          host_.Wake();
+          continue;
+        }
         a = ex.attempt;
       }
       bool lost = false;
@@ -672,8 +690,7 @@ class ComposeBackend : public sdk::Backend {
 
   sdk::Host host_;
   PoolConfig config_;
-  DockerApi api_;  ///< the engine thread's (and create/destroy's); api_mu_ when a worker borrows it
-  std::mutex api_mu_;
+  DockerApi api_;  ///< the engine thread's (and create/destroy's); each worker has its own
   std::mutex cli_mu_;
   std::optional<ComposeCli> cli_;
   std::string compose_path_;
