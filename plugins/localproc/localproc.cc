@@ -1,85 +1,55 @@
 // The localproc backend: each attempt is a process (group) on this machine.
 //
 // Design:
-//   - Start() runs on the engine's scheduler thread: it prepares the working
-//     directory, spawns the child (spawn.h) straight into a pooled cgroup slot
-//     (cgroups.h) and returns the handle "pid=P start=T pgid=G" at once. The
-//     executable is looked up in PATH here, once per argv[0] and PATH value,
-//     so the child (while the engine waits in vfork) execs the right file first.
-//   - Files cost more than processes: on ext4 without a journal, creating an
-//     inode scans past every inode deleted in the last seconds, so a no-op step
-//     that creates and deletes a directory and two files gets slower as the run
-//     goes on. So a step creates nothing it does not need: the log file is
-//     created on the first byte of output (a silent step has none; its path is
-//     still recorded and reads as empty), CRUCIBLE_OUTPUT is created by the step
-//     if it writes outputs, and an emptied working directory (keeping its
-//     upstream file) is renamed into a spare pool and renamed into place for a
-//     later attempt instead of being removed and made again (WorkDirRecycler).
-//   - One waiter thread serves every attempt: an epoll loop over a pidfd per
-//     child, the read end of each child's output pipe, and an eventfd that
-//     brings new attempts, cancel requests and the stop request. Deadlines
-//     (timeouts, SIGKILL after a grace) are the epoll timeout. When pidfd_open
-//     is unavailable (kernel < 5.3) the loop ticks every 5 ms and checks its
-//     children with waitid(WNOHANG | WNOWAIT) instead.
-//   - Output: one pipe per attempt carries stdout and stderr; the waiter
-//     drains it into the log file, which keeps the head and the tail of the
-//     output within log_cap_bytes. This bounds disk use during a flood, which
-//     handing the child the log file could not, and costs a pipe and two epoll
-//     registrations per attempt, a few microseconds against a ~300 us spawn.
-//     Head and tail cost no memory (LogRing): the first cap/2 bytes go to the
-//     file as they come; the rest of the cap is a circular buffer in the file
-//     right after them, written with pwrite at (position - head) mod tail, so
-//     an output within the cap is the file exactly as written and a read costs
-//     one or two pwrites whatever the flood. Once the output outgrows the cap,
-//     the attempt's end (on the waiter, off the engine thread) puts the ring in
-//     order: it is copied in order past its end (copy_file_range, else pread/
-//     pwrite through the waiter's 64 KiB buffer), the marker line
-//     "\n[crucible-engine: N bytes dropped]\n" is written after the head and
-//     the ordered tail copied in behind it, in non-overlapping chunks, and the
-//     file cut to head + marker + tail: about 2 x cap/2 bytes copied in the
-//     page cache once per flooding attempt, the file briefly 1.5 x cap.
-//     log_bytes_kept counts the step's bytes in the file (the marker is not
-//     output), log_bytes_dropped the rest.
-//   - When the step's main process exits, whatever is left of its tree is
-//     killed (the step is over; nothing it started outlives it), the pipe is
-//     drained of what is already written (not waiting for EOF, which a killed
-//     grandchild might delay), the outputs file is read, the result is queued
-//     and host.Wake() called; then, off the engine's critical path, the
-//     working directory is recycled or removed (destroy waits for that too).
-//   - Timeout and cancel: SIGTERM to the whole tree (process group plus every
-//     process in the cgroup slot, setsid ones included), then SIGKILL to the
-//     tree after a grace: kill_grace (default 5 s) for timeouts, the grace the
-//     engine passes for cancel (negative: kill_grace).
-//   - Without a writable cgroup: process groups only (kill(-pgid)), memory
-//     limits approximated with RLIMIT_AS, cpu limits not enforced, and a child
-//     that calls setsid() escapes timeouts; describe() says so.
+//   - The step processes are not the engine's children but those of one
+//     supervisor process per run (crucible-localproc-supervisor, beside this
+//     library; supervisor_main.cc), started at the first attempt. A child
+//     whose parent died could report its exit status to no one, and a pipe
+//     whose reader died kills its writer: the supervisor outlives a killed
+//     engine, keeps writing the logs and records every result, and a resumed
+//     engine finds it again (adopt). One per run, not per step: a no-op step
+//     still costs one spawn, done by the supervisor on its own thread while
+//     the engine goes on with its next step.
+//   - Start() sends the launch over a unix socket (protocol.h) and returns at
+//     once with the handle "supervisor=PID start=T"; the attempt is named
+//     "<step id>#<attempt>", which the engine knows even when it never
+//     recorded the handle (it was killed in between), so adopt() can find
+//     every attempt the supervisor started.
+//   - The supervisor writes each result to the socket and then to the
+//     engine's wake eventfd (crucible_host.wake_fd, passed to it with
+//     SCM_RIGHTS): one wake-up per completion, no thread in the engine.
+//     An engine that gives no wake_fd gets a thread that relays the
+//     supervisor's wakes to crucible_host.wake.
+//   - adopt(): each supervisor of the run (named by the handles, or by the
+//     journals beside the run's logs) that still runs is asked for the
+//     attempts; a supervisor that is gone left its journal; an attempt that
+//     none knows is reported lost.
+//   - The engine's environment is sent to the supervisor when it changes
+//     (setenv replaces environ's entry pointers, which are compared per start).
 //
-// Thread-safety: Start/Poll/Cancel/Capacity come from one engine thread; the
-// waiter thread owns the attempts once handed over; the queues between them
-// are guarded by mu_.
-#include <fcntl.h>
-#include <signal.h>
+// Thread-safety: Start/Poll/Cancel/Adopt/Capacity come from one engine
+// thread; the optional relay thread touches only its eventfd and host.wake.
 #include <dirent.h>
-#include <stdio.h>
-#include <sys/epoll.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
-#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -89,482 +59,20 @@
 
 #include "cgroups.h"
 #include "crucible/backend_sdk.hpp"
-#include "spawn.h"
+#include "protocol.h"
 
 extern char** environ;
 
 namespace crucible::plugins::localproc {
 namespace {
 
-namespace fs = std::filesystem;
+using proto::Json;
 
 constexpr int64_t kDefaultKillGraceMs = 5000;
-constexpr uint64_t kDefaultLogCap = 64ull << 20;
-constexpr const char* kOutputFile = ".crucible-output";
-constexpr const char* kUpstreamFile = "crucible-upstream.json";
-constexpr int kFallbackTickMs = 5;
-
-int64_t NowEpochMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-int64_t NowMonoMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-/// pidfd_open(2) through syscall (glibc 2.36's <sys/pidfd.h> lacks C linkage in C++).
-int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+/// How long to wait for a supervisor's answer (hello, adopt, shutdown) before giving up on it.
+constexpr int kAnswerTimeoutMs = 30000;
 
 std::string Errno(const std::string& what, int err) { return what + ": " + std::strerror(err); }
-
-/// Writes all of data to fd; false on error.
-bool WriteAll(int fd, const char* data, size_t len) {
-  while (len > 0) {
-    ssize_t n = ::write(fd, data, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-/// Field 22 (starttime, clock ticks since boot) of /proc/PID/stat; 0 when unreadable.
-unsigned long long ProcStartTime(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char buf[1024];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  if (p == nullptr) return 0;
-  // After ")" come fields 3 (state) onwards; starttime is field 22.
-  int field = 2;
-  for (++p; *p != '\0' && field < 22; ++p) {
-    if (*p == ' ') ++field;
-  }
-  return std::strtoull(p, nullptr, 10);
-}
-
-/// CLOCK_BOOTTIME in nanoseconds (-1 when unavailable).
-int64_t BootTimeNs() {
-  timespec ts{};
-  if (::clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return -1;
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-/// The child's start time as /proc/PID/stat gives it (clock ticks since boot).
-/// The kernel stamps it with the boot clock inside clone, between our two
-/// readings: when both fall in the same tick, that tick is it and /proc need
-/// not be read (three system calls per step); otherwise it is read.
-unsigned long long StartTimeTicks(pid_t pid, int64_t boot_before, int64_t boot_after) {
-  static const long hz = ::sysconf(_SC_CLK_TCK);
-  if (hz > 0 && 1000000000 % hz == 0 && boot_before >= 0 && boot_after >= boot_before) {
-    int64_t tick_ns = 1000000000 / hz;
-    if (boot_before / tick_ns == boot_after / tick_ns) return static_cast<unsigned long long>(boot_before / tick_ns);
-  }
-  return ProcStartTime(pid);
-}
-
-/// Reads up to cap bytes of a file; nullopt when it does not exist.
-std::optional<std::string> ReadCapped(const std::string& path, uint64_t cap) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string out;
-  char buf[8192];
-  while (out.size() < cap) {
-    size_t want = std::min<uint64_t>(sizeof buf, cap - out.size());
-    ssize_t n = ::read(fd, buf, want);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-/// The log file as head plus circular tail (see the design comment): the
-/// byte at stream position p lives at p below cap/2, else at
-/// cap/2 + (p - cap/2) mod (cap - cap/2).
-struct LogRing {
-  static uint64_t Head(uint64_t cap) { return cap / 2; }
-
-  /// pwrites all of data at off; false on error.
-  static bool PwriteAll(int fd, const char* data, size_t len, uint64_t off) {
-    while (len > 0) {
-      ssize_t n = ::pwrite(fd, data, len, static_cast<off_t>(off));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      data += n;
-      len -= static_cast<size_t>(n);
-      off += static_cast<uint64_t>(n);
-    }
-    return true;
-  }
-
-  /// Places len bytes of output at stream position pos; false on error.
-  static bool Write(int fd, uint64_t cap, uint64_t pos, const char* data, size_t len) {
-    const uint64_t head = Head(cap), ring = cap - head;
-    if (pos < head) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(len, head - pos));
-      if (!PwriteAll(fd, data, n, pos)) return false;
-      data += n;
-      pos += n;
-      len -= n;
-    }
-    // Only the last `ring` bytes of what is left can survive in the ring.
-    if (len > ring) {
-      size_t skip = static_cast<size_t>(len - ring);
-      data += skip;
-      pos += skip;
-      len -= skip;
-    }
-    while (len > 0) {
-      uint64_t r = (pos - head) % ring;
-      size_t n = static_cast<size_t>(std::min<uint64_t>(ring - r, len));
-      if (!PwriteAll(fd, data, n, head + r)) return false;
-      data += n;
-      pos += n;
-      len -= n;
-    }
-    return true;
-  }
-
-  /// Copies len bytes within fd from src to dst, in pieces of at most chunk
-  /// (each piece's ranges must not overlap); "" or the error.
-  static std::string Copy(int fd, uint64_t src, uint64_t dst, uint64_t len, uint64_t chunk) {
-    static thread_local char buf[65536];
-    static std::atomic<bool> no_cfr{false};
-    while (len > 0) {
-      uint64_t c = std::min(len, chunk);
-      if (!no_cfr.load(std::memory_order_relaxed)) {
-        loff_t in = static_cast<loff_t>(src), out = static_cast<loff_t>(dst);
-        ssize_t n = ::copy_file_range(fd, &in, fd, &out, static_cast<size_t>(c), 0);
-        if (n > 0) {
-          src += static_cast<uint64_t>(n);
-          dst += static_cast<uint64_t>(n);
-          len -= static_cast<uint64_t>(n);
-          continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n == 0) return "unexpected end of file";
-        if (errno != ENOSYS && errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP)
-          return std::strerror(errno);
-        no_cfr.store(true, std::memory_order_relaxed);
-      }
-      size_t piece = static_cast<size_t>(std::min<uint64_t>(c, sizeof buf));
-      ssize_t n = ::pread(fd, buf, piece, static_cast<off_t>(src));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return std::strerror(errno);
-      if (n == 0) return "unexpected end of file";
-      if (!PwriteAll(fd, buf, static_cast<size_t>(n), dst)) return std::strerror(errno);
-      src += static_cast<uint64_t>(n);
-      dst += static_cast<uint64_t>(n);
-      len -= static_cast<uint64_t>(n);
-    }
-    return "";
-  }
-
-  /// The marker that stands for what was dropped between head and tail.
-  static std::string Marker(uint64_t dropped) {
-    return "\n[crucible-engine: " + std::to_string(dropped) + " bytes dropped]\n";
-  }
-
-  /// Turns a wrapped log (written > cap) into head + marker + tail in order; "" or the error.
-  static std::string Finish(int fd, uint64_t cap, uint64_t written) {
-    const uint64_t head = Head(cap), ring = cap - head;
-    const uint64_t oldest = (written - head) % ring;  // ring index of the oldest byte kept
-    const std::string marker = Marker(written - cap);
-    const uint64_t m = marker.size();
-    // The tail in order, past everything: at cap + m, so the final copy back to
-    // head + m moves forward by `ring` bytes and pieces of `ring` never overlap.
-    const uint64_t scratch = cap + m;
-    std::string err = Copy(fd, head + oldest, scratch, ring - oldest, ring);
-    if (err.empty()) err = Copy(fd, head, scratch + (ring - oldest), oldest, ring);
-    if (err.empty() && !PwriteAll(fd, marker.data(), marker.size(), head)) err = std::strerror(errno);
-    if (err.empty()) err = Copy(fd, scratch, head + m, ring, ring);
-    if (err.empty() && ::ftruncate(fd, static_cast<off_t>(head + m + ring)) != 0) err = std::strerror(errno);
-    return err;
-  }
-};
-
-/// Why an attempt is being stopped by us.
-enum class StopReason { kNone, kTimeout, kCancel };
-
-/// What the waiter keeps per running attempt.
-struct Attempt {
-  uint64_t key = 0;
-  pid_t pid = -1;
-  int pidfd = -1;
-  int out_fd = -1;  ///< read end of the output pipe, -1 once closed
-  int log_fd = -1;  ///< -1 until the first byte of output (or when it cannot be opened)
-  std::string log_path;
-  bool log_failed = false;  ///< opening the log failed: output is counted as dropped
-  uint64_t log_cap = 0;
-  uint64_t written = 0;  ///< bytes of output placed in the log so far (the ring's stream position)
-  uint64_t kept = 0;     ///< set at the end: bytes of output left in the log
-  uint64_t dropped = 0;  ///< bytes of output not in the log (the ring's overwritten ones added at the end)
-  Slot* slot = nullptr;
-  bool had_slot = false;  ///< ran in a cgroup slot (its whole tree is killed at the end)
-  bool oom_tracked = false;
-  uint64_t oom_before = 0;
-  int64_t started_ms = 0;
-  int64_t timeout_at = 0;  ///< monotonic ms; 0: none
-  int64_t kill_at = 0;     ///< monotonic ms of the SIGKILL after a grace; 0: none
-  StopReason stop = StopReason::kNone;
-  std::string work_dir;
-  std::string output_path;
-  bool keep_work = false;
-  uint64_t output_cap = 0;
-  std::string message;  ///< set at start (exec failure)
-};
-
-/// Keeps emptied working directories for reuse.
-///
-/// A finished attempt's directory, once the files in it are removed (the
-/// upstream file the backend wrote is kept, for the next attempt that has
-/// one), is renamed to <parent>/+crucible-spare-<pid>-<n>-d<N> and later
-/// renamed into place as a new attempt's fresh working directory: no inode is
-/// made or freed per step. '+' never appears in a name the engine makes
-/// (SafeName), so spares cannot collide with a step's directory. A changed
-/// mode or owner, a subdirectory or a hard-linked upstream file, and the
-/// directory is removed as before instead. The pool holds at most kMaxSpares
-/// directories of each kind (empty; holding an upstream file) per parent.
-///
-/// Thread-safety: every call locks the pool; Take runs on the engine thread,
-/// Recycle on the waiter.
-class WorkDirRecycler {
- public:
-  static constexpr size_t kMaxSpares = 64;
-
-  /// What Take put in place.
-  enum class Taken { kNone, kEmpty, kWithUpstream };
-
-  ~WorkDirRecycler() {
-    for (auto& [parent, pool] : pools_) {
-      for (const auto* ids : {&pool.empty, &pool.with_file}) {
-        for (uint64_t id : *ids) {
-          std::error_code ec;
-          fs::remove_all(pool.root + std::to_string(id), ec);
-        }
-      }
-    }
-  }
-
-  /// Renames a spare directory to work_dir: one holding an upstream file when
-  /// with_upstream (else an empty one, never one holding a file).
-  Taken Take(const std::string& work_dir, bool with_upstream) {
-    std::string spare;
-    Taken kind = Taken::kNone;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Pool* pool = Find(Parent(work_dir));
-      if (pool == nullptr) return Taken::kNone;
-      std::vector<uint64_t>* from = nullptr;
-      if (with_upstream && !pool->with_file.empty()) {
-        from = &pool->with_file;
-        kind = Taken::kWithUpstream;
-      } else if (!pool->empty.empty()) {
-        from = &pool->empty;
-        kind = Taken::kEmpty;
-      } else {
-        return Taken::kNone;
-      }
-      spare = pool->root + std::to_string(from->back());
-      from->pop_back();
-    }
-    if (::renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, work_dir.c_str(), RENAME_NOREPLACE) == 0) return kind;
-    std::error_code ec;
-    fs::remove_all(spare, ec);
-    return Taken::kNone;
-  }
-
-  /// Records the mode a freshly made working directory gets (the first one made).
-  void NoteFreshDir(const std::string& work_dir) {
-    struct stat st;
-    if (fresh_dir_mode_.load() >= 0 || ::stat(work_dir.c_str(), &st) != 0) return;
-    fresh_dir_mode_.store(static_cast<int>(st.st_mode & 07777));
-  }
-
-  /// Empties work_dir into the pool when it can; otherwise removes it.
-  void Recycle(const std::string& work_dir, const char* upstream_name) {
-    if (!TryRecycle(work_dir, upstream_name)) {
-      std::error_code ec;
-      if (::rmdir(work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(work_dir, ec);
-    }
-  }
-
- private:
-  struct Pool {
-    std::string root;
-    std::vector<uint64_t> empty;
-    std::vector<uint64_t> with_file;
-    uint64_t next = 0;
-  };
-
-  static std::string Parent(const std::string& path) {
-    size_t slash = path.find_last_of('/');
-    return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
-  }
-
-  Pool* Find(const std::string& parent) {
-    auto it = pools_.find(parent);
-    return it == pools_.end() ? nullptr : &it->second;
-  }
-
-  /// The pool of parent (its spares sit in parent itself: a rename within one
-  /// directory is cheaper than across two).
-  Pool* FindOrMake(const std::string& parent) {
-    if (Pool* p = Find(parent)) return p;
-    static std::atomic<int> counter{0};
-    Pool& p = pools_[parent];
-    p.root = parent + "/+crucible-spare-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-d";
-    return &p;
-  }
-
-  bool TryRecycle(const std::string& work_dir, const char* upstream_name) {
-    int mode = fresh_dir_mode_.load();
-    if (mode < 0) return false;
-    int dfd = ::open(work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) return false;
-    struct stat st;
-    // Only what we made, as we made it: same owner and mode, no subdirectory.
-    bool ok = ::fstat(dfd, &st) == 0 && st.st_uid == ::geteuid() && static_cast<int>(st.st_mode & 07777) == mode &&
-              st.st_nlink == 2;
-    bool has_upstream = false;
-    DIR* dir = ok ? ::fdopendir(dfd) : nullptr;
-    if (dir == nullptr) {
-      ::close(dfd);
-      return false;
-    }
-    while (ok) {
-      errno = 0;
-      const dirent* e = ::readdir(dir);
-      if (e == nullptr) {
-        ok = errno == 0;
-        break;
-      }
-      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-      if (std::strcmp(e->d_name, upstream_name) == 0) {
-        struct stat fst;
-        has_upstream = ::fstatat(::dirfd(dir), upstream_name, &fst, AT_SYMLINK_NOFOLLOW) == 0 &&
-                       S_ISREG(fst.st_mode) && fst.st_nlink == 1 && fst.st_uid == ::geteuid() &&
-                       (fst.st_mode & 07777) == 0644;
-        if (has_upstream) continue;
-      }
-      // What the step left (its outputs file, say): a file goes, a directory (nlink) was ruled out.
-      ok = ::unlinkat(::dirfd(dir), e->d_name, 0) == 0;
-    }
-    ::closedir(dir);
-    if (!ok) return false;
-    std::string dest;
-    uint64_t id = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Pool* pool = FindOrMake(Parent(work_dir));
-      if (pool == nullptr || (has_upstream ? pool->with_file : pool->empty).size() >= kMaxSpares) return false;
-      id = pool->next++;
-      dest = pool->root + std::to_string(id);
-    }
-    if (::renameat2(AT_FDCWD, work_dir.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) != 0) return false;
-    std::lock_guard<std::mutex> lock(mu_);
-    Pool* pool = Find(Parent(work_dir));
-    (has_upstream ? pool->with_file : pool->empty).push_back(id);
-    return true;
-  }
-
-  std::mutex mu_;
-  std::unordered_map<std::string, Pool> pools_;  ///< by parent directory; guarded by mu_
-  std::atomic<int> fresh_dir_mode_{-1};
-};
-
-/// The first path to try for argv0 (PATH searched in the parent), cached per argv0 and PATH.
-/// Relative PATH entries depend on the working directory and are left to the child.
-class ExecutableCache {
- public:
-  /// The candidates for the child: the resolved file first, then the full search as a fallback.
-  std::vector<std::string> Candidates(const std::string& argv0, const std::string& path_env) {
-    std::vector<std::string> all = ExecutableCandidates(argv0, path_env);
-    if (argv0.find('/') != std::string::npos) return all;
-    for (const std::string& c : all) {
-      if (c.empty() || c[0] != '/') return all;
-    }
-    std::string key = argv0 + '\0' + path_env;
-    auto it = cache_.find(key);
-    if (it == cache_.end()) {
-      for (const std::string& c : all) {
-        struct stat st;
-        if (::stat(c.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(c.c_str(), X_OK) == 0) {
-          it = cache_.emplace(key, c).first;
-          break;
-        }
-      }
-      if (it == cache_.end()) return all;
-    }
-    all.insert(all.begin(), it->second);
-    return all;
-  }
-
- private:
-  std::unordered_map<std::string, std::string> cache_;  ///< engine thread only
-};
-
-/// The engine's environment as the children get it, rebuilt only when
-/// `environ` changes (setenv replaces entry pointers; a string changed in
-/// place after putenv goes unseen). Engine thread only.
-struct EnvCache {
-  std::vector<std::string> entries;                ///< copies of the NAME=VALUE entries
-  std::vector<char*> ptrs;                         ///< into entries, in environ's order
-  std::unordered_map<std::string, size_t> index;   ///< name -> slot of its last occurrence
-  std::string path;                                ///< PATH's value ("" when unset)
-};
-
-class EnvironmentCache {
- public:
-  const EnvCache& Get() {
-    bool same = true;
-    size_t n = 0;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e, ++n) {
-      if (n >= seen_.size() || seen_[n] != *e) {
-        same = false;
-        break;
-      }
-    }
-    if (same && n == seen_.size() && built_) return cache_;
-    seen_.clear();
-    cache_ = EnvCache{};
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      seen_.push_back(*e);
-      const char* eq = std::strchr(*e, '=');
-      if (eq == nullptr) continue;
-      cache_.entries.emplace_back(*e);
-    }
-    for (size_t i = 0; i < cache_.entries.size(); ++i) {
-      std::string& entry = cache_.entries[i];
-      cache_.ptrs.push_back(entry.data());
-      std::string name = entry.substr(0, entry.find('='));
-      if (name == "PATH") cache_.path = entry.substr(5);
-      cache_.index[name] = i;
-    }
-    built_ = true;
-    return cache_;
-  }
-
- private:
-  std::vector<char*> seen_;
-  EnvCache cache_;
-  bool built_ = false;
-};
 
 /// Options as this plugin reads them.
 struct Settings {
@@ -613,590 +121,467 @@ std::string DescribeCaps(const CgroupCaps& c) {
   return text;
 }
 
+
+/// The supervisor executable: beside this library.
+std::string SupervisorPath() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&SupervisorPath), &info) == 0 || info.dli_fname == nullptr) {
+    throw sdk::Unavailable("localproc: cannot tell where the plugin library is");
+  }
+  std::string lib = info.dli_fname;
+  size_t slash = lib.find_last_of('/');
+  return (slash == std::string::npos ? std::string(".") : lib.substr(0, slash)) + "/crucible-localproc-supervisor";
+}
+
+/// One connection to a supervisor.
+struct Conn {
+  int fd = -1;
+  pid_t pid = 0;
+  std::string start;
+  std::string handle;
+  proto::FrameReader reader;
+  bool done = false;  ///< bye or end of stream
+};
+
+/// Copies of environ's entries, and whether environ changed since.
+class EnvironmentWatch {
+ public:
+  /// True (and the new entries in *out) when environ differs from the last call.
+  bool Changed(std::vector<std::string>* out) {
+    bool same = built_;
+    size_t n = 0;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e, ++n) {
+      if (n >= seen_.size() || seen_[n] != *e) {
+        same = false;
+        break;
+      }
+    }
+    if (same && n == seen_.size()) return false;
+    seen_.clear();
+    out->clear();
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      seen_.push_back(*e);
+      out->emplace_back(*e);
+    }
+    built_ = true;
+    return true;
+  }
+
+ private:
+  std::vector<char*> seen_;
+  bool built_ = false;
+};
+
 /// The backend instance: one per run.
 class LocalProcBackend : public sdk::Backend {
  public:
   LocalProcBackend(const sdk::Host& host, const sdk::Options& options)
-      : host_(host), settings_(ReadSettings(options)), pool_(settings_.use_cgroups, settings_.slots) {
-    devnull_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
-    evfd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (devnull_ < 0 || epfd_ < 0 || evfd_ < 0) {
-      CloseFds();
-      throw std::runtime_error(Errno("localproc: cannot set up the waiter", errno));
+      : host_(host), settings_(ReadSettings(options)) {
+    logs_dir_ = host_.state_dir() + "/logs/" + host_.run_id();
+    wake_fd_ = host_.wake_fd();
+    if (wake_fd_ < 0) {
+      // No wake descriptor from the engine: relay the supervisor's wakes.
+      relay_fd_ = ::eventfd(0, EFD_CLOEXEC);
+      if (relay_fd_ < 0) throw std::runtime_error(Errno("localproc: eventfd", errno));
+      wake_fd_ = relay_fd_;
+      relay_ = std::thread([this] {
+        for (;;) {
+          uint64_t v = 0;
+          if (::read(relay_fd_, &v, sizeof v) != static_cast<ssize_t>(sizeof v)) {
+            if (errno == EINTR) continue;
+            return;
+          }
+          if (stop_relay_.load()) return;
+          host_.Wake();
+        }
+      });
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.ptr = nullptr;  // nullptr names the eventfd
-    ::epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev);
-    int probe = PidfdOpen(::getpid());
-    if (probe >= 0) {
-      ::close(probe);
-    } else {
-      have_pidfd_ = false;
-    }
-    waiter_ = std::thread([this] { WaiterLoop(); });
   }
 
   ~LocalProcBackend() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
+    // Stop what runs and wait for each supervisor to say it is done.
+    for (auto& c : conns_) {
+      if (c->done) continue;
+      if (!proto::WriteAll(c->fd, proto::Frame(R"({"op":"shutdown"})"))) {
+        c->done = true;
+        continue;
+      }
     }
-    WakeWaiter();
-    if (waiter_.joinable()) waiter_.join();
-    CloseFds();
+    for (auto& c : conns_) {
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
+      while (!c->done && std::chrono::steady_clock::now() < deadline) {
+        if (!WaitReadable(c->fd, 1000)) continue;
+        ReadConn(c.get(), nullptr);
+      }
+      ::close(c->fd);
+    }
+    for (pid_t pid : children_) {
+      int status;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    if (relay_.joinable()) {
+      stop_relay_.store(true);
+      uint64_t one = 1;
+      ssize_t n = ::write(relay_fd_, &one, sizeof one);
+      (void)n;
+      relay_.join();
+    }
+    if (relay_fd_ >= 0) ::close(relay_fd_);
   }
 
   std::string Start(const sdk::Launch& launch) override {
     if (launch.argv.empty() || launch.argv[0].empty()) throw std::runtime_error("localproc: empty argv");
     if (launch.work_dir.empty() || launch.log_path.empty())
       throw std::runtime_error("localproc: work_dir and log_path are required");
-    auto a = std::make_unique<Attempt>();
-    a->key = launch.attempt_key;
-    a->work_dir = launch.work_dir;
-    a->keep_work = launch.keep_work;
-    a->output_cap = launch.output_cap_bytes;
-    a->log_cap = launch.log_cap_bytes == 0 ? kDefaultLogCap : launch.log_cap_bytes;
-    PrepareWorkDir(launch, a.get());
-
-    // Environment: the engine's own (cached), then the launch's, then ours.
-    std::vector<std::pair<std::string, std::string>> overrides = launch.env;
-    overrides.emplace_back("CRUCIBLE_OUTPUT", a->output_path);
-    if (launch.upstream_json) overrides.emplace_back("CRUCIBLE_UPSTREAM", a->work_dir + "/" + kUpstreamFile);
-    const EnvCache& base = env_cache_.Get();
-    std::vector<char*> envp = base.ptrs;
-    std::vector<std::string> extra;
-    extra.reserve(overrides.size());  // no reallocation: envp points into these
-    std::vector<std::pair<const std::string*, size_t>> added;  ///< names not in the base, their envp slot
-    std::string path_env = base.path;
-    for (const auto& [k, v] : overrides) {
-      extra.push_back(k + "=" + v);
-      char* entry = extra.back().data();
-      if (k == "PATH") path_env = v;
-      if (auto it = base.index.find(k); it != base.index.end()) {
-        envp[it->second] = entry;
-        continue;
-      }
-      auto same = std::find_if(added.begin(), added.end(), [&](const auto& n) { return *n.first == k; });
-      if (same != added.end()) {
-        envp[same->second] = entry;
-      } else {
-        added.emplace_back(&k, envp.size());
-        envp.push_back(entry);
-      }
-    }
-    envp.push_back(nullptr);
-    std::vector<std::string> args = launch.argv;
-    std::vector<char*> argv;
-    argv.reserve(args.size() + 1);
-    for (std::string& s : args) argv.push_back(s.data());
-    argv.push_back(nullptr);
-
-    // The log is created on the first byte of output; its directory must be writable now.
-    a->log_path = launch.log_path;
-    {
-      size_t slash = a->log_path.find_last_of('/');
-      std::string log_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : a->log_path.substr(0, slash);
-      if (::access(log_dir.c_str(), W_OK | X_OK) != 0) {
-        int err = errno;
-        RemoveWorkDir(*a);
-        throw std::runtime_error(Errno("localproc: cannot open log " + launch.log_path, err));
-      }
-    }
-    int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) != 0) {
-      int err = errno;
-      Abandon(a.get());
-      throw sdk::Unavailable(Errno("localproc: pipe", err));
-    }
-    a->out_fd = pipefd[0];
-    ::fcntl(a->out_fd, F_SETFL, O_NONBLOCK);
-
-    SpawnRequest req;
-    req.candidates = executables_.Candidates(launch.argv[0], path_env);
-    req.argv = argv.data();
-    req.envp = envp.data();
-    req.cwd = a->work_dir.c_str();
-    req.stdin_fd = devnull_;
-    req.output_fd = pipefd[1];
-    if (pool_.caps().kill) {
-      std::string err;
-      a->slot = pool_.Acquire(&err);
-      if (a->slot == nullptr) {
-        ::close(pipefd[1]);
-        Abandon(a.get());
-        throw sdk::Unavailable("localproc: no cgroup slot: " + err);
-      }
-      if (!pool_.ApplyLimits(a->slot, launch.memory_bytes, launch.cpu_millicores, &err)) {
-        ::close(pipefd[1]);
-        Abandon(a.get());
-        throw sdk::Unavailable("localproc: " + err);
-      }
-      a->had_slot = true;
-      req.track_procs_fd = a->slot->track_procs_fd;
-      if (!a->slot->killed) req.cgroup_dir_fd = a->slot->track_dir_fd;
-      if (launch.memory_bytes > 0 && a->slot->memory_procs_fd >= 0)
-        req.cgroup_procs_fds.push_back(a->slot->memory_procs_fd);
-      if (launch.cpu_millicores > 0 && a->slot->cpu_procs_fd >= 0) req.cgroup_procs_fds.push_back(a->slot->cpu_procs_fd);
-      if (launch.memory_bytes > 0 && !a->slot->memory_dir.empty()) {
-        a->oom_tracked = true;
-        a->oom_before = CgroupPool::OomKills(*a->slot);
-      }
-    }
-    if (launch.memory_bytes > 0 && (a->slot == nullptr || a->slot->memory_dir.empty()))
-      req.rlimit_as = launch.memory_bytes;
-
-    a->started_ms = NowEpochMs();
-    int64_t boot_before = BootTimeNs();
-    SpawnResult sr = spawner_.Spawn(req);
-    int64_t boot_after = BootTimeNs();
-    ::close(pipefd[1]);
-    if (sr.pid < 0) {
-      Abandon(a.get());
-      throw sdk::Unavailable("localproc: " + sr.error);
-    }
-    a->pid = sr.pid;
-    if (sr.setup_errno != 0) {
-      int status;
-      ::waitpid(sr.pid, &status, 0);
-      std::string msg = std::string("localproc: child failed ") + sr.stage + ": " + std::strerror(sr.setup_errno);
-      Abandon(a.get());
-      throw std::runtime_error(msg);
-    }
-    if (sr.exec_errno != 0) {
-      a->message = "cannot run " + launch.argv[0] + ": " + std::strerror(sr.exec_errno);
-      std::string line = "crucible-engine: " + a->message + "\n";
-      uint64_t take = std::min<uint64_t>(line.size(), a->log_cap);
-      if (OpenLog(a.get()) && WriteAll(a->log_fd, line.data(), take)) a->written = take;
-    }
-    if (have_pidfd_) a->pidfd = PidfdOpen(a->pid);
-    if (launch.timeout_ms > 0) a->timeout_at = NowMonoMs() + launch.timeout_ms;
-    std::string handle = "pid=" + std::to_string(a->pid) + " start=" +
-                         std::to_string(StartTimeTicks(a->pid, boot_before, boot_after)) +
-                         " pgid=" + std::to_string(a->pid);
-    // Hand over first, then register with epoll from here: an event can only
-    // name an attempt the waiter can already find, and no wake-up is needed
-    // unless the waiter must learn a new deadline.
-    Attempt* raw = a.get();
-    bool has_deadline = a->timeout_at > 0;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      incoming_.push_back(std::move(a));
-    }
-    bool watch_here = raw->pidfd >= 0;
-    if (watch_here) Watch(raw);  // raw may be finished and freed once this returns
-    if (has_deadline || !watch_here) WakeWaiter();
-    return handle;
-  }
-
-  int Poll(int timeout_ms, sdk::ResultSink& sink) override {
-    std::deque<sdk::Result> ready;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (results_.empty() && timeout_ms > 0)
-        results_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return !results_.empty(); });
-      ready.swap(results_);
-    }
-    for (const sdk::Result& r : ready) sink.Emit(r);
-    return static_cast<int>(ready.size());
-  }
-
-  void Cancel(uint64_t attempt_key, int64_t grace_ms) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      cancels_.emplace_back(attempt_key, grace_ms < 0 ? settings_.kill_grace_ms : grace_ms);
-    }
-    WakeWaiter();
-  }
-
- private:
-  /// Creates the working directory with its inputs, upstream file and empty outputs file.
-  void PrepareWorkDir(const sdk::Launch& launch, Attempt* a) {
-    std::error_code ec;
-    WorkDirRecycler::Taken taken = a->keep_work ? WorkDirRecycler::Taken::kNone
-                                                : recycler_.Take(a->work_dir, launch.upstream_json.has_value());
-    if (taken == WorkDirRecycler::Taken::kNone) {
-      if (::mkdir(a->work_dir.c_str(), 0777) == 0) {
-        recycler_.NoteFreshDir(a->work_dir);
-      } else if (errno != EEXIST) {
-        fs::create_directories(a->work_dir, ec);
-      }
-      if (ec) throw std::runtime_error("localproc: cannot create " + a->work_dir + ": " + ec.message());
-    }
+    // What can be refused here is refused here, with the reason, before anything is sent.
     for (const sdk::InputFile& in : launch.inputs) {
-      fs::path dest(in.dest);
+      std::filesystem::path dest(in.dest);
       bool escapes = dest.is_absolute() || dest.empty();
       for (const auto& part : dest) escapes = escapes || part == "..";
       if (escapes) {
-        RemoveWorkDir(*a);
         throw std::runtime_error("localproc: input destination must be relative inside the working directory: " +
                                  in.dest);
       }
-      fs::path target = fs::path(a->work_dir) / dest;
-      fs::create_directories(target.parent_path(), ec);
-      if (!ec) fs::copy_file(in.source, target, fs::copy_options::overwrite_existing, ec);
-      if (ec) {
-        RemoveWorkDir(*a);
-        throw std::runtime_error("localproc: cannot copy input " + in.source + " to " + in.dest + ": " +
-                                 ec.message());
+    }
+    {
+      size_t slash = launch.log_path.find_last_of('/');
+      std::string log_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : launch.log_path.substr(0, slash);
+      if (::access(log_dir.c_str(), W_OK | X_OK) != 0) {
+        throw std::runtime_error(Errno("localproc: cannot open log " + launch.log_path, errno));
       }
     }
-    if (launch.upstream_json) {
-      std::string path = a->work_dir + "/" + kUpstreamFile;
-      bool reused = taken == WorkDirRecycler::Taken::kWithUpstream;
-      // A reused file is overwritten, then cut to length: truncating to zero and
-      // closing would make ext4 (auto_da_alloc) write the file out at close.
-      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (reused ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
-      const std::string& doc = *launch.upstream_json;
-      bool ok = fd >= 0 && WriteAll(fd, doc.data(), doc.size());
-      if (ok && reused) {
-        off_t end = ::lseek(fd, 0, SEEK_END);
-        ok = end >= 0 && (static_cast<size_t>(end) == doc.size() || ::ftruncate(fd, static_cast<off_t>(doc.size())) == 0);
-      }
-      int err = errno;
-      if (fd >= 0) ::close(fd);
-      if (!ok) {
-        RemoveWorkDir(*a);
-        throw std::runtime_error(Errno("localproc: cannot write " + path, err));
-      }
-    }
-    // The step creates it when it writes outputs (`>>` or `>`); nothing to make here.
-    a->output_path = a->work_dir + "/" + kOutputFile;
+    Conn* c = Own();
+    std::vector<std::string> env;
+    if (env_.Changed(&env)) Send(c, Json{{"op", "env"}, {"entries", env}});
+    std::string id = proto::AttemptId(launch.step_id, launch.attempt);
+    SendPayload(c, proto::EncodeStart(id, launch));
+    by_id_[id] = Track{launch.attempt_key, c};
+    keys_[launch.attempt_key] = id;
+    return c->handle;
   }
 
-  void RemoveWorkDir(const Attempt& a) {
-    if (a.keep_work) return;
-    std::error_code ec;
-    if (::rmdir(a.work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(a.work_dir, ec);
+  int Poll(int timeout_ms, sdk::ResultSink& sink) override {
+    int emitted = Drain(sink);
+    if (emitted > 0 || timeout_ms <= 0) return emitted;
+    std::vector<pollfd> fds;
+    for (auto& c : conns_) {
+      if (!c->done) fds.push_back(pollfd{c->fd, POLLIN, 0});
+    }
+    if (fds.empty()) return 0;
+    int n = ::poll(fds.data(), fds.size(), timeout_ms);
+    (void)n;
+    return Drain(sink);
   }
 
-  /// Opens (creates) the attempt's log on first use; false when it cannot be opened.
-  bool OpenLog(Attempt* a) {
-    if (a->log_fd >= 0) return true;
-    if (a->log_failed) return false;
-    a->log_fd = ::open(a->log_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (a->log_fd < 0) {
-      a->log_failed = true;
-      if (a->message.empty()) a->message = Errno("cannot open log " + a->log_path, errno) + "; output dropped";
-      return false;
+  void Cancel(uint64_t attempt_key, int64_t grace_ms) override {
+    auto k = keys_.find(attempt_key);
+    if (k == keys_.end()) return;
+    auto t = by_id_.find(k->second);
+    if (t == by_id_.end() || t->second.conn == nullptr) return;
+    Send(t->second.conn, Json{{"op", "cancel"}, {"id", k->second}, {"grace_ms", grace_ms < 0 ? -1 : grace_ms}});
+  }
+
+  bool Adopt(const std::vector<sdk::AdoptItem>& items) override {
+    // Every supervisor of the run: those the handles name, and those whose journal is beside the logs.
+    std::set<std::pair<pid_t, std::string>> sups;
+    for (const sdk::AdoptItem& it : items) {
+      pid_t pid;
+      std::string start;
+      if (proto::ParseHandle(it.handle, &pid, &start)) sups.emplace(pid, start);
     }
+    if (DIR* d = ::opendir(logs_dir_.c_str())) {
+      while (const dirent* e = ::readdir(d)) {
+        int pid = 0, used = 0;
+        unsigned long long start = 0;
+        if (std::sscanf(e->d_name, ".localproc-supervisor-%d-%llu.journal%n", &pid, &start, &used) == 2 &&
+            static_cast<size_t>(used) == std::strlen(e->d_name)) {
+          sups.emplace(pid, std::to_string(start));
+        }
+      }
+      ::closedir(d);
+    }
+    std::map<std::string, uint64_t> wanted;  // id -> the engine's new key
+    Json ids = Json::array();
+    for (const sdk::AdoptItem& it : items) {
+      std::string id = proto::AttemptId(it.step_id, it.attempt);
+      wanted[id] = it.attempt_key;
+      keys_[it.attempt_key] = id;
+      by_id_[id] = Track{it.attempt_key, nullptr};
+      ids.push_back(id);
+    }
+    std::set<std::string> known;  // running somewhere or finished
+    for (const auto& [pid, start] : sups) {
+      Conn* c = Connect(pid, start);
+      if (c == nullptr) {
+        ReadJournal(proto::JournalPath(logs_dir_, pid, start), wanted, known);
+        continue;
+      }
+      Send(c, Json{{"op", "adopt"}, {"ids", ids}});
+      Json unknown;
+      if (!AwaitOp(c, "adopted", &unknown)) {
+        c->done = true;
+        ReadJournal(proto::JournalPath(logs_dir_, pid, start), wanted, known);
+        continue;
+      }
+      std::set<std::string> missing;
+      for (const Json& u : unknown.at("unknown")) missing.insert(u.get<std::string>());
+      for (const auto& [id, key] : wanted) {
+        if (missing.count(id) != 0 || known.count(id) != 0) continue;
+        known.insert(id);  // its result came with the answer, or it runs there
+        auto t = by_id_.find(id);
+        if (t != by_id_.end()) t->second.conn = c;
+      }
+    }
+    for (const auto& [id, key] : wanted) {
+      if (known.count(id) != 0) continue;
+      sdk::Result r;
+      r.attempt_key = key;
+      r.outcome = CRUCIBLE_OUTCOME_FAILED;
+      r.reason = CRUCIBLE_REASON_LOST;
+      r.message = sups.empty() ? "no supervisor of this run is left and none recorded the attempt"
+                               : "no supervisor of this run knows the attempt: it never started, or its supervisor "
+                                 "was killed before it ended";
+      queued_.push_back(std::move(r));
+      by_id_.erase(id);
+    }
+    if (!queued_.empty()) host_.Wake();
     return true;
   }
 
-  /// Undoes a Start that failed before the attempt was handed to the waiter.
-  void Abandon(Attempt* a) {
-    if (a->out_fd >= 0) ::close(a->out_fd);
-    if (a->log_fd >= 0) ::close(a->log_fd);
-    a->out_fd = a->log_fd = -1;
-    if (a->slot != nullptr) pool_.Release(a->slot);
-    a->slot = nullptr;
-    RemoveWorkDir(*a);
+ private:
+  struct Track {
+    uint64_t key = 0;
+    Conn* conn = nullptr;
+  };
+
+  static bool WaitReadable(int fd, int timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, timeout_ms) > 0;
   }
 
-  void WakeWaiter() {
-    uint64_t one = 1;
-    ssize_t n = ::write(evfd_, &one, sizeof one);
-    (void)n;
-  }
+  void Send(Conn* c, const Json& m) { SendPayload(c, m.dump(-1, ' ', false, Json::error_handler_t::replace)); }
 
-  void CloseFds() {
-    for (int* fd : {&devnull_, &epfd_, &evfd_}) {
-      if (*fd >= 0) ::close(*fd);
-      *fd = -1;
+  void SendPayload(Conn* c, const std::string& payload) {
+    if (c->done || !proto::WriteAll(c->fd, proto::Frame(payload))) {
+      c->done = true;
+      throw sdk::Unavailable("localproc: the supervisor (pid " + std::to_string(c->pid) + ") is gone");
     }
   }
 
-  // ---- waiter thread -------------------------------------------------------
-
-  /// Tags an epoll registration: which attempt, and whether it is the pidfd or the pipe.
-  static void* Tag(Attempt* a, bool pipe) {
-    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(a) | (pipe ? 1u : 0u));
-  }
-
-  /// Adds the attempt's pipe, then its pidfd, to the epoll set (thread-safe).
-  /// The pidfd goes last: once it is in, the waiter may finish the attempt.
-  void Watch(Attempt* raw) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.ptr = Tag(raw, true);
-    ::epoll_ctl(epfd_, EPOLL_CTL_ADD, raw->out_fd, &ev);
-    if (raw->pidfd >= 0) {
-      ev.events = EPOLLIN;
-      ev.data.ptr = Tag(raw, false);
-      ::epoll_ctl(epfd_, EPOLL_CTL_ADD, raw->pidfd, &ev);
+  /// Reads what a connection has; results go to queued_ (or, with `want`,
+  /// the first frame whose op is *want into *found).
+  void ReadConn(Conn* c, std::pair<const char*, Json*>* want) {
+    proto::FrameReader::Read r = c->reader.ReadSome(c->fd);
+    ReadBuffered(c, want);
+    if (c->reader.broken() || r == proto::FrameReader::Read::kEof || r == proto::FrameReader::Read::kError) {
+      c->done = true;
     }
   }
 
-  /// Moves attempts handed over by Start() into the waiter's map (waiter thread).
-  void TakeIncoming(std::deque<std::unique_ptr<Attempt>>& incoming) {
-    for (auto& a : incoming) {
-      Attempt* raw = a.get();
-      attempts_[raw->key] = std::move(a);
-      if (raw->pidfd < 0) Watch(raw);  // no pidfd: Start() left the pipe to us
+  /// Waits for a frame of one op from c (results meanwhile are queued).
+  bool AwaitOp(Conn* c, const char* op, Json* out) {
+    std::pair<const char*, Json*> want{op, out};
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
+    while (want.first != nullptr && !c->done && std::chrono::steady_clock::now() < deadline) {
+      // Frames already buffered first.
+      ReadBuffered(c, &want);
+      if (want.first == nullptr) break;
+      if (!WaitReadable(c->fd, 1000)) continue;
+      ReadConn(c, &want);
     }
-    incoming.clear();
+    return want.first == nullptr;
   }
 
-  /// Sends sig to the attempt's whole tree (process group and cgroup slot).
-  void SignalTree(Attempt* a, int sig) {
-    if (a->slot != nullptr) {
-      if (sig == SIGKILL) {
-        CgroupPool::KillAll(*a->slot);
-      } else {
-        CgroupPool::SignalAll(*a->slot, sig);
+  /// Handles the frames already read: results are queued, a bye ends the
+  /// connection, and the first frame whose op is want->first (if any) is kept.
+  void ReadBuffered(Conn* c, std::pair<const char*, Json*>* want) {
+    while (auto payload = c->reader.Next()) {
+      if (!payload->empty() && (*payload)[0] == 'R') {
+        TakeResult(*payload);
+        continue;
       }
-    }
-    ::kill(-a->pid, sig);
-  }
-
-  void BeginStop(Attempt* a, StopReason why, int64_t grace_ms) {
-    if (a->stop != StopReason::kNone) return;
-    a->stop = why;
-    if (grace_ms <= 0) {
-      SignalTree(a, SIGKILL);
-      return;
-    }
-    SignalTree(a, SIGTERM);
-    a->kill_at = NowMonoMs() + grace_ms;
-  }
-
-  /// Copies what the pipe holds now into the log (up to the cap); closes it at EOF.
-  void DrainPipe(Attempt* a) {
-    static thread_local char buf[65536];
-    while (a->out_fd >= 0) {
-      ssize_t n = ::read(a->out_fd, buf, sizeof buf);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) return;
-        n = 0;
-      }
-      if (n == 0) {
-        ::epoll_ctl(epfd_, EPOLL_CTL_DEL, a->out_fd, nullptr);
-        ::close(a->out_fd);
-        a->out_fd = -1;
+      Json m = Json::parse(*payload, nullptr, false);
+      if (m.is_discarded()) continue;
+      std::string op = m.value("op", "");
+      if (op == "bye") {
+        c->done = true;
+      } else if (want != nullptr && want->first != nullptr && op == want->first) {
+        *want->second = std::move(m);
+        want->first = nullptr;
         return;
       }
-      if (OpenLog(a) && LogRing::Write(a->log_fd, a->log_cap, a->written, buf, static_cast<size_t>(n))) {
-        a->written += static_cast<uint64_t>(n);
-      } else {
-        a->dropped += static_cast<uint64_t>(n);
-      }
     }
   }
 
-  /// The main process has exited (not yet reaped): end the attempt.
-  void Finish(Attempt* a) {
-    // Kill what is left of the tree while the zombie still holds the pgid. A
-    // cgroup with no live process left (the usual case) needs no cgroup.kill.
-    if (a->slot != nullptr && !CgroupPool::Populated(*a->slot)) {
-      ::kill(-a->pid, SIGKILL);
-    } else {
-      SignalTree(a, SIGKILL);
-    }
-    int status = 0;
-    while (::waitpid(a->pid, &status, 0) < 0 && errno == EINTR) {
-    }
+  /// Queues a result payload for the engine, if the attempt is one it follows.
+  void TakeResult(const std::string& payload) {
+    std::string id;
     sdk::Result r;
-    r.attempt_key = a->key;
-    r.started_at_ms = a->started_ms;
-    r.ended_at_ms = NowEpochMs();
-    DrainPipe(a);
-    if (a->out_fd >= 0) {
-      ::epoll_ctl(epfd_, EPOLL_CTL_DEL, a->out_fd, nullptr);
-      ::close(a->out_fd);
-      a->out_fd = -1;
+    bool orphan = false;
+    if (!proto::DecodeResult(payload, &id, &r, &orphan) || orphan) return;
+    auto t = by_id_.find(id);
+    if (t == by_id_.end()) return;  // not ours (or already reported)
+    r.attempt_key = t->second.key;
+    keys_.erase(t->second.key);
+    by_id_.erase(t);
+    queued_.push_back(std::move(r));
+  }
+
+  /// Hands over what is queued and what the connections have now.
+  int Drain(sdk::ResultSink& sink) {
+    for (auto& c : conns_) {
+      if (!c->done) ReadConn(c.get(), nullptr);
     }
-    if (a->pidfd >= 0) {
-      ::epoll_ctl(epfd_, EPOLL_CTL_DEL, a->pidfd, nullptr);
-      ::close(a->pidfd);
-      a->pidfd = -1;
-    }
-    a->kept = std::min(a->written, a->log_cap);
-    a->dropped += a->written - a->kept;
-    if (a->log_fd >= 0) {
-      if (a->written > a->log_cap) {
-        std::string err = LogRing::Finish(a->log_fd, a->log_cap, a->written);
-        if (!err.empty() && a->message.empty()) a->message = "cannot put the log's tail in order: " + err;
-      }
-      ::close(a->log_fd);
-    }
-    a->log_fd = -1;
-    bool oom = false;
-    if (a->slot != nullptr) {
-      if (a->oom_tracked) oom = CgroupPool::OomKills(*a->slot) > a->oom_before;
-      pool_.Release(a->slot);
-      a->slot = nullptr;
-    }
-    r.log_bytes_kept = a->kept;
-    r.log_bytes_dropped = a->dropped;
-    if (WIFEXITED(status)) {
-      r.exit_code = WEXITSTATUS(status);
-      r.signal = 0;
-    } else {
-      r.exit_code = -1;
-      r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    }
-    r.message = a->message;
-    if (a->stop == StopReason::kCancel) {
-      r.outcome = CRUCIBLE_OUTCOME_CANCELLED;
-      r.reason = CRUCIBLE_REASON_CANCELLED;
-    } else if (a->stop == StopReason::kTimeout) {
-      r.outcome = CRUCIBLE_OUTCOME_FAILED;
-      r.reason = CRUCIBLE_REASON_TIMEOUT;
-      if (r.message.empty()) r.message = "timed out";
-    } else if (oom) {
-      r.outcome = CRUCIBLE_OUTCOME_FAILED;
-      r.reason = CRUCIBLE_REASON_OOM_KILLED;
-      if (r.message.empty()) r.message = "killed for exceeding its memory limit";
-    } else if (WIFEXITED(status) && r.exit_code == 0) {
-      r.outcome = CRUCIBLE_OUTCOME_SUCCEEDED;
-      r.reason = CRUCIBLE_REASON_NONE;
-    } else if (WIFEXITED(status)) {
-      r.outcome = CRUCIBLE_OUTCOME_FAILED;
-      r.reason = CRUCIBLE_REASON_EXITED;
-    } else {
-      r.outcome = CRUCIBLE_OUTCOME_FAILED;
-      r.reason = CRUCIBLE_REASON_SIGNALED;
-      if (r.message.empty()) r.message = std::string("killed by signal ") + strsignal(r.signal);
-    }
-    r.outputs_text = ReadCapped(a->output_path, a->output_cap + 1);
-    std::string work_dir = a->keep_work ? std::string() : std::move(a->work_dir);
-    bool recycle = a->had_slot;
-    uint64_t key = a->key;
-    attempts_.erase(key);  // frees a
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      results_.push_back(std::move(r));
-    }
-    results_cv_.notify_all();
-    host_.Wake();
-    // Off the engine's critical path. Only a tree killed through its cgroup is known to be
-    // gone; without one a daemonised grandchild could still write here, so no reuse.
-    if (!work_dir.empty()) {
-      if (recycle) {
-        recycler_.Recycle(work_dir, kUpstreamFile);
+    // Attempts whose supervisor went away without a result are lost.
+    for (auto it = by_id_.begin(); it != by_id_.end();) {
+      Conn* c = it->second.conn;
+      if (c != nullptr && c->done) {
+        sdk::Result r;
+        r.attempt_key = it->second.key;
+        r.outcome = CRUCIBLE_OUTCOME_FAILED;
+        r.reason = CRUCIBLE_REASON_LOST;
+        r.message = "the localproc supervisor (pid " + std::to_string(c->pid) + ") went away before the attempt ended";
+        keys_.erase(it->second.key);
+        it = by_id_.erase(it);
+        queued_.push_back(std::move(r));
       } else {
-        std::error_code ec;
-        if (::rmdir(work_dir.c_str()) != 0 && errno != ENOENT) fs::remove_all(work_dir, ec);
+        ++it;
       }
+    }
+    int n = 0;
+    for (const sdk::Result& r : queued_) {
+      sink.Emit(r);
+      ++n;
+    }
+    queued_.clear();
+    return n;
+  }
+
+  /// Finished attempts a gone supervisor recorded (its journal: frames of results).
+  void ReadJournal(const std::string& path, const std::map<std::string, uint64_t>& wanted,
+                   std::set<std::string>& known) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    proto::FrameReader reader;
+    while (reader.ReadSome(fd) == proto::FrameReader::Read::kData) {
+    }
+    ::close(fd);
+    while (auto payload = reader.Next()) {
+      std::string id;
+      sdk::Result r;
+      bool orphan = false;
+      if (!proto::DecodeResult(*payload, &id, &r, &orphan) || orphan) continue;
+      if (wanted.count(id) == 0 || known.count(id) != 0) continue;
+      known.insert(id);
+      TakeResult(*payload);
     }
   }
 
-  /// True when the attempt's main process has exited (without reaping it).
-  static bool HasExited(const Attempt& a) {
-    siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(a.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
-    return info.si_pid == a.pid;
+  /// Says hello on a fresh connection (passing the wake descriptor) and reads the supervisor's identity.
+  bool Hello(Conn* c) {
+    if (!proto::SendWithFd(c->fd, proto::Frame(R"({"op":"hello"})"), wake_fd_)) return false;
+    Json hello;
+    if (!AwaitOp(c, "hello", &hello)) return false;
+    c->pid = hello.value("pid", 0);
+    c->start = hello.value("start", "");
+    c->handle = proto::Handle(c->pid, c->start);
+    ::fcntl(c->fd, F_SETFL, ::fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    return true;
   }
 
-  void WaiterLoop() {
-    std::vector<epoll_event> events(256);
-    for (;;) {
-      // Take in new attempts, cancel requests and the stop request.
-      std::deque<std::unique_ptr<Attempt>> incoming;
-      std::vector<std::pair<uint64_t, int64_t>> cancels;
-      bool stopping;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        incoming.swap(incoming_);
-        cancels.swap(cancels_);
-        stopping = stopping_;
-      }
-      TakeIncoming(incoming);
-      for (const auto& [key, grace] : cancels) {
-        auto it = attempts_.find(key);
-        if (it != attempts_.end()) BeginStop(it->second.get(), StopReason::kCancel, grace);
-      }
-      if (stopping) {
-        ShutDown();
-        return;
-      }
-      // Deadlines.
-      int64_t now = NowMonoMs();
-      int64_t next = -1;
-      bool need_tick = false;
-      for (auto& [key, a] : attempts_) {
-        if (a->timeout_at > 0 && a->stop == StopReason::kNone && now >= a->timeout_at)
-          BeginStop(a.get(), StopReason::kTimeout, settings_.kill_grace_ms);
-        if (a->kill_at > 0 && now >= a->kill_at) {
-          SignalTree(a.get(), SIGKILL);
-          a->kill_at = 0;
-        }
-        for (int64_t t : {a->stop == StopReason::kNone ? a->timeout_at : 0, a->kill_at}) {
-          if (t > 0 && (next < 0 || t < next)) next = t;
-        }
-        if (a->pidfd < 0) need_tick = true;
-      }
-      // Children without a pidfd: check them directly.
-      if (need_tick) {
-        std::vector<Attempt*> done;
-        for (auto& [key, a] : attempts_) {
-          if (a->pidfd < 0 && HasExited(*a)) done.push_back(a.get());
-        }
-        for (Attempt* a : done) Finish(a);
-      }
-      int wait_ms = next < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, next - now));
-      if (need_tick && (wait_ms < 0 || wait_ms > kFallbackTickMs)) wait_ms = kFallbackTickMs;
-      int n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), wait_ms);
-      if (n < 0) continue;  // EINTR
-      // Attempts registered by Start() since the top of the loop.
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        TakeIncoming(incoming_);
-      }
-      // Pipes first, so an exit seen in the same batch finds its output already read.
-      std::vector<Attempt*> exited;
-      for (int i = 0; i < n; ++i) {
-        void* p = events[i].data.ptr;
-        if (p == nullptr) {
-          uint64_t v;
-          ssize_t r = ::read(evfd_, &v, sizeof v);
-          (void)r;
-          continue;
-        }
-        auto tag = reinterpret_cast<uintptr_t>(p);
-        Attempt* a = reinterpret_cast<Attempt*>(tag & ~uintptr_t{1});
-        if (tag & 1u) {
-          DrainPipe(a);
-        } else {
-          exited.push_back(a);
-        }
-      }
-      for (Attempt* a : exited) Finish(a);
+  /// This engine's own supervisor, started on first use.
+  Conn* Own() {
+    if (own_ != nullptr && !own_->done) return own_;
+    own_ = nullptr;  // gone (its attempts are reported lost): a new one takes the next attempts
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw sdk::Unavailable(Errno("localproc: socketpair", errno));
+    std::string exe = SupervisorPath();
+    std::vector<std::string> args = {exe, logs_dir_, std::to_string(settings_.kill_grace_ms),
+                                     std::to_string(settings_.slots), settings_.use_cgroups ? "1" : "0"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    // Not the engine's stdout or stderr: the supervisor outlives the engine and
+    // must not hold its pipes open (whoever reads them would wait for it).
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = -1;
+    int err = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    ::close(sv[1]);
+    if (err != 0) {
+      ::close(sv[0]);
+      throw sdk::Unavailable(Errno("localproc: cannot start " + exe, err));
     }
+    children_.push_back(pid);
+    auto c = std::make_unique<Conn>();
+    c->fd = sv[0];
+    c->pid = pid;
+    if (!Hello(c.get())) {
+      ::close(c->fd);
+      throw sdk::Unavailable("localproc: the supervisor " + exe + " did not answer");
+    }
+    own_ = c.get();
+    conns_.push_back(std::move(c));
+    return own_;
   }
 
-  /// At destroy: kill every tree still running, reap, clean up.
-  void ShutDown() {
-    for (auto& [key, a] : attempts_) {
-      if (a->stop == StopReason::kNone) a->stop = StopReason::kCancel;
-      SignalTree(a.get(), SIGKILL);
+  /// A connection to a supervisor that runs now; nullptr when it is gone.
+  Conn* Connect(pid_t pid, const std::string& start) {
+    for (auto& c : conns_) {
+      if (c->pid == pid && c->start == start) return c->done ? nullptr : c.get();
     }
-    while (!attempts_.empty()) Finish(attempts_.begin()->second.get());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return nullptr;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::string name = proto::SocketName(pid, start);
+    std::memcpy(addr.sun_path, name.data(), name.size());
+    auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+      ::close(fd);
+      return nullptr;
+    }
+    auto c = std::make_unique<Conn>();
+    c->fd = fd;
+    c->pid = pid;
+    if (!Hello(c.get())) {
+      ::close(fd);
+      return nullptr;
+    }
+    conns_.push_back(std::move(c));
+    return conns_.back().get();
   }
 
   sdk::Host host_;
   Settings settings_;
-  CgroupPool pool_;
-  Spawner spawner_;
-  ExecutableCache executables_;  ///< engine thread only
-  EnvironmentCache env_cache_;    ///< engine thread only
-  WorkDirRecycler recycler_;
-  int devnull_ = -1;
-  int epfd_ = -1;
-  int evfd_ = -1;
-  bool have_pidfd_ = true;
-  std::thread waiter_;
-
-  std::mutex mu_;
-  std::condition_variable results_cv_;
-  std::deque<std::unique_ptr<Attempt>> incoming_;      ///< guarded by mu_
-  std::vector<std::pair<uint64_t, int64_t>> cancels_;  ///< guarded by mu_
-  std::deque<sdk::Result> results_;                    ///< guarded by mu_
-  bool stopping_ = false;                              ///< guarded by mu_
-
-  std::unordered_map<uint64_t, std::unique_ptr<Attempt>> attempts_;  ///< waiter thread only
+  std::string logs_dir_;
+  int wake_fd_ = -1;
+  int relay_fd_ = -1;
+  std::atomic<bool> stop_relay_{false};
+  std::thread relay_;
+  EnvironmentWatch env_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  Conn* own_ = nullptr;
+  std::vector<pid_t> children_;
+  std::unordered_map<std::string, Track> by_id_;
+  std::unordered_map<uint64_t, std::string> keys_;
+  std::vector<sdk::Result> queued_;
 };
 
 void Describe(std::string& out) { out = DescribeCaps(ProbeCgroups()); }
@@ -1227,3 +612,4 @@ CRUCIBLE_DEFINE_BACKEND(crucible::plugins::localproc::LocalProcBackend, "localpr
                         "steps as processes on this machine", crucible::plugins::localproc::kOptions,
                         CRUCIBLE_DESCRIBE(crucible::plugins::localproc::Describe),
                         CRUCIBLE_CHECK_STEP(crucible::plugins::localproc::CheckStep))
+

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -90,6 +91,8 @@ int ChildMain(void* raw) {
     args->stage = "setpgid";
     ::_exit(127);
   }
+  // The step dies with its supervisor: a killed supervisor leaves no step that nobody reaps.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::dup2(r.stdin_fd, 0) < 0 || ::dup2(r.output_fd, 1) < 0 || ::dup2(r.output_fd, 2) < 0) {
     args->setup_errno = errno;
     args->stage = "redirecting stdio";

@@ -138,12 +138,16 @@ class FakeBackend : public host::Backend {
   int64_t capacity = -1;
   /// Cancel() is recorded but the attempt keeps running.
   bool ignore_cancel = false;
+  /// Adopt(): what an adopted attempt of each step does from now (a step not
+  /// listed is reported lost); nullopt: Adopt is unsupported.
+  std::optional<std::map<std::string, FakeOutcome>> adoptable;
 
   // ---- what happened ----
   std::vector<host::LaunchSpec> launches;
   std::vector<int64_t> launch_times;  ///< FakeClock::MonotonicMs() at each Start
   std::vector<int64_t> end_times;     ///< FakeClock::MonotonicMs() of each completion handed back, in order
   std::vector<uint64_t> cancels;
+  std::vector<host::AdoptItem> adopted;
   size_t peak_running = 0;
   int max_poll_timeout = 0;
 
@@ -216,6 +220,20 @@ class FakeBackend : public host::Backend {
       it = running_.erase(it);
     }
     return Ok{};
+  }
+  Result<bool> Adopt(const std::vector<host::AdoptItem>& items) override {
+    if (!adoptable) return false;
+    for (const host::AdoptItem& item : items) {
+      adopted.push_back(item);
+      auto it = adoptable->find(item.step_id);
+      Entry e;
+      e.outcome = it != adoptable->end() ? it->second : FakeOutcome::Failed(CRUCIBLE_REASON_LOST);
+      e.due = e.outcome.hold ? INT64_MAX : clock_.MonotonicMs() + e.outcome.duration_ms;
+      e.started_ms = clock_.NowMs();
+      running_[item.attempt_key] = std::move(e);
+    }
+    waker_.Wake();
+    return true;
   }
   void Cancel(uint64_t attempt_key, int64_t /*grace_ms*/) override {
     cancels.push_back(attempt_key);

@@ -63,6 +63,7 @@ int RunCli(int argc, char** argv) {
   bool all_runs = false;
   PruneArgs prune;
   RetryArgs retry;
+  ResumeArgs resume;
   GlobalOptions g;
 
   auto add_file = [&](CLI::App& c) { c.add_option("FILE", wf.file, "the workflow file")->required(); };
@@ -98,6 +99,20 @@ int RunCli(int argc, char** argv) {
        [&] {
          retry.json = json;
          return CmdRetry(g, retry);
+       }},
+      {"resume",
+       "continue a run whose engine died (killed, crashed, machine restarted) from the database: finished steps "
+       "are kept, running ones followed to their end or retried as lost; uses the workflow stored with the run",
+       [&](CLI::App& c) {
+         c.add_option("RUN", resume.run, "a run id or a unique prefix")->required();
+         c.add_flag("--force", resume.force, "take over an owner whose lease expired even if its process exists");
+         c.add_option("--max-parallel", resume.max_parallel, "steps running at once")->check(CLI::PositiveNumber);
+         add_json(c, "print the final status object on stdout");
+         c.add_flag("--keep-work", resume.keep_work, "keep each attempt's working directory");
+       },
+       [&] {
+         resume.json = json;
+         return CmdResume(g, resume);
        }},
       {"cancel",
        "cancel a run from another process: its engine stops it, or, where that engine is gone, its step "

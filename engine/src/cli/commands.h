@@ -53,7 +53,19 @@ struct RetryArgs {
   bool keep_work = false;
 };
 
+/// `resume`.
+struct ResumeArgs {
+  std::string run;
+  bool force = false;  ///< take over an owner whose lease expired
+  int max_parallel = 0;
+  bool json = false;
+  bool keep_work = false;
+};
+
 int CmdRun(const GlobalOptions& g, const WorkflowArgs& a);
+/// Continues a run whose engine died, from the database and the workflow
+/// stored with it: finished steps are kept, running attempts followed.
+int CmdResume(const GlobalOptions& g, const ResumeArgs& a);
 /// Runs again what failed, was skipped or was cancelled in a finished run, from
 /// the workflow stored with it, keeping what succeeded.
 int CmdRetry(const GlobalOptions& g, const RetryArgs& a);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -40,50 +41,44 @@ bool PollUntil(Cond cond, Ms timeout) {
   return true;
 }
 
-/// Whether `pid` no longer runs: no such process, or a zombie.
-bool Gone(pid_t pid) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!in || !std::getline(in, line)) return true;
-  size_t close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-}
-
-/// Whether a recorded start time and the process's current one name the same
-/// process (localproc may read it from the boot clock: one tick either way is allowed).
-bool SameStart(const std::string& recorded, const std::string& now) {
-  if (recorded.empty() || now.empty()) return false;
-  try {
-    long long a = std::stoll(recorded), b = std::stoll(now);
-    return a - b <= 1 && b - a <= 1;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
-/// A localproc handle "pid=P start=T pgid=G".
+/// A localproc handle: "supervisor=P start=T" (the run's supervisor, which
+/// owns the step processes), or "pid=P start=T pgid=G" (a step process, as
+/// recorded before the supervisor existed).
 struct LocalHandle {
   pid_t pid = 0;
   std::string start;
-  pid_t pgid = 0;
+  pid_t pgid = 0;  ///< 0: a supervisor
 };
 
 std::optional<LocalHandle> ParseLocalHandle(const std::string& handle) {
   int pid = 0, pgid = 0, used = 0;
   unsigned long long start = 0;
+  if (std::sscanf(handle.c_str(), "supervisor=%d start=%llu%n", &pid, &start, &used) == 2 &&
+      static_cast<size_t>(used) == handle.size() && pid > 0) {
+    return LocalHandle{pid, std::to_string(start), 0};
+  }
+  used = 0;
   if (std::sscanf(handle.c_str(), "pid=%d start=%llu pgid=%d%n", &pid, &start, &pgid, &used) != 3) return std::nullopt;
   if (static_cast<size_t>(used) != handle.size() || pid <= 0 || pgid <= 0) return std::nullopt;
   return LocalHandle{pid, std::to_string(start), pgid};
 }
 
+/// Stops a supervisor: on SIGTERM it stops its steps (SIGTERM, SIGKILL after
+/// its grace), records them and exits. True when it was running.
+bool StopSupervisor(const LocalHandle& h) {
+  if (ProcessGone(h.pid) || !SameStart(h.start, ProcessStartTime(h.pid))) return false;
+  ::kill(h.pid, SIGTERM);
+  if (!PollUntil([&] { return ProcessGone(h.pid); }, Ms(60000))) ::kill(h.pid, SIGKILL);
+  return true;
+}
+
 /// Stops a step's process group (SIGTERM, then SIGKILL after a grace); true when it was running.
 bool StopGroup(const LocalHandle& h) {
-  if (Gone(h.pid) || !SameStart(h.start, ProcessStartTime(h.pid))) return false;
+  if (ProcessGone(h.pid) || !SameStart(h.start, ProcessStartTime(h.pid))) return false;
   ::kill(-h.pgid, SIGTERM);
-  if (!PollUntil([&] { return Gone(h.pid); }, Ms(2000))) {
+  if (!PollUntil([&] { return ProcessGone(h.pid); }, Ms(2000))) {
     ::kill(-h.pgid, SIGKILL);
-    PollUntil([&] { return Gone(h.pid); }, Ms(5000));
+    PollUntil([&] { return ProcessGone(h.pid); }, Ms(5000));
   } else {
     ::kill(-h.pgid, SIGKILL);  // what else the group holds; ESRCH when nothing
   }
@@ -103,6 +98,7 @@ int CancelOrphaned(store::Store& store, const store::RunRow& run) {
   if (!steps.ok()) return Fail(steps.error().message);
   const std::string gone = "cancelled by `crucible-engine cancel`; its engine was gone";
   int stopped = 0;
+  std::set<pid_t> stopped_supervisors;
   std::vector<store::AttemptRow> finished;
   for (const store::AttemptRow& a : *attempts) {
     if (a.state != "running") continue;
@@ -112,7 +108,12 @@ int CancelOrphaned(store::Store& store, const store::RunRow& run) {
     f.ended_at_ms = NowMs();
     f.message = gone;
     if (std::optional<LocalHandle> h = ParseLocalHandle(a.handle)) {
-      if (StopGroup(*h)) ++stopped;
+      if (h->pgid == 0) {
+        // One supervisor serves many attempts: stop it once.
+        if (stopped_supervisors.insert(h->pid).second && StopSupervisor(*h)) ++stopped;
+      } else if (StopGroup(*h)) {
+        ++stopped;
+      }
     } else {
       f.message = gone + "; its handle \"" + a.handle + "\" is not a local process, so it could not be stopped from here";
     }
@@ -172,7 +173,7 @@ int CmdCancel(const GlobalOptions& g, const std::string& run_arg) {
                   std::to_string(run.owner_pid) + "): cancel it there");
     }
     pid_t owner = static_cast<pid_t>(run.owner_pid);
-    bool alive = !Gone(owner) && SameStart(run.owner_start, ProcessStartTime(owner));
+    bool alive = !ProcessGone(owner) && SameStart(run.owner_start, ProcessStartTime(owner));
     if (alive) {
       if (::kill(owner, SIGTERM) != 0 && errno != ESRCH) {
         return Fail("cannot signal the engine of run " + run.id + " (pid " + std::to_string(owner) +
@@ -188,7 +189,7 @@ int CmdCancel(const GlobalOptions& g, const std::string& run_arg) {
         std::cout << "cancelled run " << run.id << " (its engine, pid " << owner << ", stopped it)\n";
         return kExitOk;
       }
-      if (!Gone(owner)) {
+      if (!ProcessGone(owner)) {
         return Fail("the engine of run " + run.id + " (pid " + std::to_string(owner) +
                     ") was sent SIGTERM but has not recorded the cancel within 30 s");
       }

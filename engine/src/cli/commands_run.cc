@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -24,12 +25,25 @@
 #include "cli/terminal.h"
 #include "cli/validate_pipeline.h"
 #include "cli/views.h"
+#include "common/crash_point.h"
+#include "common/process_identity.h"
 #include "common/sha256.h"
 #include "loader/loader.h"
 #include "scheduler/scheduler.h"
 
 namespace crucible::cli {
 namespace {
+
+/// How long a run's owner keeps it without a heartbeat (it renews it every
+/// third of this): 30 s, or CRUCIBLE_LEASE_MS (milliseconds).
+int64_t LeaseMs() {
+  static const int64_t lease = [] {
+    const char* v = std::getenv("CRUCIBLE_LEASE_MS");
+    long long ms = v ? std::atoll(v) : 0;
+    return ms > 0 ? static_cast<int64_t>(ms) : int64_t{30000};
+  }();
+  return lease;
+}
 
 /// The scheduler that SIGINT/SIGTERM cancel (lock-free atomic: async-signal-safe).
 std::atomic<scheduler::Scheduler*> g_scheduler{nullptr};
@@ -122,7 +136,7 @@ int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Stor
     auto it = backend_options.find(name);
     std::vector<host::OptionValue> opts = it != backend_options.end() ? it->second : std::vector<host::OptionValue>{};
     Result<std::unique_ptr<host::Backend>> backend =
-        plugin->Create(opts, g.state_dir, run_id, [&waker] { waker.Wake(); });
+        plugin->Create(opts, g.state_dir, run_id, [&waker] { waker.Wake(); }, waker.fd());
     if (!backend.ok()) {
       std::cerr << "crucible-engine: error: backend \"" << name << "\" could not start: " << backend.error().message
                 << "\n";
@@ -147,6 +161,21 @@ int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Stor
     return sched.Run();
   }();
   g_scheduler.store(nullptr);
+  if (!summary.ok() && summary.error().code == ErrorCode::kFenced) {
+    // Another engine owns the run now and follows its steps: leave without
+    // writing, and without stopping what the backends run (as a crash would).
+    std::cerr << "crucible-engine: error: " << summary.error().message << "\n" << std::flush;
+    std::_Exit(kExitFailed);
+  }
+  if (!summary.ok() && summary.error().code == ErrorCode::kStorageFull) {
+    // Nothing more can be recorded: leave the run as a crash would, its
+    // running steps to their backends, for `resume` to adopt once there is space.
+    std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message
+              << "\ncrucible-engine: the run is left as it is (steps still running go on); `crucible-engine resume "
+              << run_id << "` continues it once there is space\n"
+              << std::flush;
+    std::_Exit(kExitFailed);
+  }
   if (!summary.ok()) {
     std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message << "\n";
     return summary.error().code == ErrorCode::kInvalidArgument ? kExitUsage : kExitFailed;
@@ -272,9 +301,132 @@ int CmdRun(const GlobalOptions& g, const WorkflowArgs& a) {
   options.source_sha256 = source_sha256;
   options.max_parallel = a.max_parallel;
   options.keep_work = a.keep_work;
+  options.lease_ms = LeaseMs();
   options.step_options = std::move(wf.step_options);
   return ExecuteRun(g, host, **store, wf.plan, wf.backend_options, std::move(options), a.json);
 }
+
+namespace {
+
+/// The workflow stored with a run, planned as it was (same params, same
+/// backends) and checked against the plugins; says which definition is used.
+/// nullopt after printing why (*code set) when it cannot be.
+std::optional<ValidatedWorkflow> PlanStoredRun(store::Store& store, const store::RunRow& run,
+                                               const host::PluginHost& host, const char* verb, int* code) {
+  Result<std::vector<store::StepRow>> steps = store.GetSteps(run.id);
+  if (!steps.ok()) {
+    *code = ReportRetryError(steps.error());
+    return std::nullopt;
+  }
+  plan::PlanOptions plan_options;
+  try {
+    nlohmann::json params = nlohmann::json::parse(run.params_json);
+    for (const auto& [k, v] : params.items()) {
+      plan_options.params.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    std::cerr << "crucible-engine: error: run " << run.id << ": unreadable params: " << e.what() << "\n";
+    *code = kExitFailed;
+    return std::nullopt;
+  }
+  Diagnostics diags(run.file);
+  std::optional<loader::WorkflowSpec> spec = loader::LoadWorkflowText(run.source_text, run.file, diags);
+  std::optional<plan::Plan> plan;
+  if (spec) plan = PlanAsRecorded(*spec, *steps, plan_options, diags);
+  if (!plan) {
+    std::cerr << diags.Format() << "crucible-engine: error: run " << run.id
+              << ": the workflow stored with it no longer plans to its recorded steps\n";
+    *code = kExitUsage;
+    return std::nullopt;
+  }
+  ValidatedWorkflow wf{std::move(*spec), std::move(*plan), {}, {}};
+  *code = CheckBackends(wf.spec, &wf.plan, plan_options, host, diags, &wf.backend_options, &wf.step_options);
+  if (*code != 0) {
+    std::cerr << diags.Format() << std::flush;
+    return std::nullopt;
+  }
+  wf.spec = loader::WorkflowSpec{};
+  std::cerr << run.id << "\n";
+  std::cerr << diags.Format();
+  std::cerr << verb << ": using the workflow as submitted with run " << run.id << " (sha256 "
+            << run.source_sha256.substr(0, 12) << ")\n";
+  {
+    std::ifstream in(run.file, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    if (!in) {
+      std::cerr << verb << ": " << run.file << " cannot be read now; it is not needed\n";
+    } else if (Sha256Hex(buffer.str()) != run.source_sha256) {
+      std::cerr << verb << ": " << run.file << " differs from it now; the file on disk is not used\n";
+    }
+  }
+  std::cerr << std::flush;
+  return wf;
+}
+
+/// Makes this process the run's owner (a new fencing token), or says why not:
+/// a live owner whose lease is fresh is never displaced; one whose lease
+/// expired (frozen, or on another host) only with force; a dead one at once.
+std::optional<int64_t> TakeOwnership(store::Store& store, const store::RunRow& run, bool force, int64_t lease_ms,
+                                     int* code) {
+  int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  bool here = run.owner_host == HostName();
+  bool alive = run.owner_pid > 0 && (here ? ProcessAlive(static_cast<pid_t>(run.owner_pid), run.owner_start) : true);
+  bool self = here && run.owner_pid == ::getpid();
+  int64_t since = run.heartbeat_at_ms > 0 ? now - run.heartbeat_at_ms : -1;
+  bool expired = since < 0 || since > lease_ms;
+  std::string owner = "pid " + std::to_string(run.owner_pid) + " on host \"" + run.owner_host + "\"";
+  std::string beat = since < 0 ? "no heartbeat recorded" : "last heartbeat " + std::to_string(since / 1000) + " s ago";
+  if (alive && !self) {
+    if (!expired) {
+      std::cerr << "crucible-engine: error: run " << run.id << " is owned by " << owner << " (" << beat
+                << "); one engine per run: cancel it, or wait for it to end\n";
+      *code = kExitFailed;
+      return std::nullopt;
+    }
+    if (!force) {
+      std::cerr << "crucible-engine: error: run " << run.id << " is owned by " << owner << " whose lease expired ("
+                << beat << ", lease " << lease_ms / 1000 << " s)" << (here ? ", but the process still exists" : "")
+                << "; `resume --force` takes it over (that engine then stops at its next write)\n";
+      *code = kExitFailed;
+      return std::nullopt;
+    }
+  }
+  store::OwnerChange change;
+  change.expect_token = run.owner_token;
+  change.pid = ::getpid();
+  change.host = HostName();
+  change.start = ProcessStartTime(::getpid());
+  change.now_ms = now;
+  Result<int64_t> token = store.TakeOver(run.id, change);
+  if (!token.ok()) {
+    std::cerr << "crucible-engine: error: " << token.error().message << "\n";
+    *code = kExitFailed;
+    return std::nullopt;
+  }
+  if (run.owner_pid > 0 && !self) {
+    std::cerr << "resume: took run " << run.id << " over from " << owner << " ("
+              << (alive ? "lease expired, forced" : "that engine is gone") << ")\n";
+  }
+  return *token;
+}
+
+/// The options of `retry` and `resume`: the stored run, owned with `token`.
+scheduler::RunOptions StoredRunOptions(const std::string& run_id, int64_t token, int max_parallel, bool keep_work,
+                                       ValidatedWorkflow& wf) {
+  scheduler::RunOptions options;
+  options.run_id = run_id;
+  options.owner_token = token;
+  options.lease_ms = LeaseMs();
+  options.max_parallel = max_parallel;
+  options.keep_work = keep_work;
+  options.step_options = std::move(wf.step_options);
+  return options;
+}
+
+}  // namespace
 
 int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
   Result<std::unique_ptr<store::Store>> opened = OpenExistingStore(g.state_dir);
@@ -285,64 +437,47 @@ int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
   store::RunRow run = std::move(*found);
   if (run.state != store::RunState::kFailed && run.state != store::RunState::kCancelled) {
     std::cerr << "crucible-engine: error: run " << run.id << " is " << store::ToString(run.state)
-              << ": only a finished run that failed or was cancelled can be retried\n";
+              << ": only a finished run that failed or was cancelled can be retried"
+              << (run.state == store::RunState::kRunning ? " (a run whose engine died is continued with `resume`)" : "")
+              << "\n";
     return kExitUsage;
-  }
-  Result<std::vector<store::StepRow>> steps = store.GetSteps(run.id);
-  if (!steps.ok()) return ReportRetryError(steps.error());
-
-  // The workflow as submitted, planned as it was: same params, same backends.
-  plan::PlanOptions plan_options;
-  try {
-    nlohmann::json params = nlohmann::json::parse(run.params_json);
-    for (const auto& [k, v] : params.items()) {
-      plan_options.params.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
-    }
-  } catch (const nlohmann::json::exception& e) {
-    std::cerr << "crucible-engine: error: run " << run.id << ": unreadable params: " << e.what() << "\n";
-    return kExitFailed;
   }
   host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
-  Diagnostics diags(run.file);
-  std::optional<loader::WorkflowSpec> spec = loader::LoadWorkflowText(run.source_text, run.file, diags);
-  std::optional<plan::Plan> plan;
-  if (spec) plan = PlanAsRecorded(*spec, *steps, plan_options, diags);
-  if (!plan) {
-    std::cerr << diags.Format() << "crucible-engine: error: run " << run.id
-              << ": the workflow stored with it no longer plans to its recorded steps\n";
+  int code = 0;
+  std::optional<ValidatedWorkflow> wf = PlanStoredRun(store, run, host, "retry", &code);
+  if (!wf) return code;
+  std::optional<int64_t> token = TakeOwnership(store, run, false, LeaseMs(), &code);
+  if (!token) return code;
+
+  scheduler::RunOptions options = StoredRunOptions(run.id, *token, a.max_parallel, a.keep_work, *wf);
+  options.resume_from_store = true;
+  return ExecuteRun(g, host, store, wf->plan, wf->backend_options, std::move(options), a.json);
+}
+
+int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
+  Result<std::unique_ptr<store::Store>> opened = OpenExistingStore(g.state_dir);
+  if (!opened.ok()) return ReportRetryError(opened.error());
+  store::Store& store = **opened;
+  Result<store::RunRow> found = store.GetRun(a.run);
+  if (!found.ok()) return ReportRetryError(found.error());
+  store::RunRow run = std::move(*found);
+  if (run.state != store::RunState::kRunning && run.state != store::RunState::kInterrupted) {
+    std::cerr << "crucible-engine: error: run " << run.id << " has finished (" << store::ToString(run.state)
+              << "): nothing to resume"
+              << (run.state == store::RunState::kSucceeded ? "" : "; `retry` runs again what did not succeed") << "\n";
     return kExitUsage;
   }
-  ValidatedWorkflow wf{std::move(*spec), std::move(*plan), {}, {}};
-  int code = CheckBackends(wf.spec, &wf.plan, plan_options, host, diags, &wf.backend_options, &wf.step_options);
-  if (code != 0) {
-    std::cerr << diags.Format() << std::flush;
-    return code;
-  }
-  wf.spec = loader::WorkflowSpec{};
+  int code = 0;
+  std::optional<int64_t> token = TakeOwnership(store, run, a.force, LeaseMs(), &code);
+  if (!token) return code;
+  CRUCIBLE_CRASH_POINT("after-takeover");
+  host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
+  std::optional<ValidatedWorkflow> wf = PlanStoredRun(store, run, host, "resume", &code);
+  if (!wf) return code;
 
-  std::cerr << run.id << "\n";
-  std::cerr << diags.Format();
-  std::cerr << "retry: using the workflow as submitted with run " << run.id << " (sha256 "
-            << run.source_sha256.substr(0, 12) << ")\n";
-  {
-    std::ifstream in(run.file, std::ios::binary);
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    if (!in) {
-      std::cerr << "retry: " << run.file << " cannot be read now; it is not needed\n";
-    } else if (Sha256Hex(buffer.str()) != run.source_sha256) {
-      std::cerr << "retry: " << run.file << " differs from it now; the file on disk is not used\n";
-    }
-  }
-  std::cerr << std::flush;
-
-  scheduler::RunOptions options;
-  options.run_id = run.id;
-  options.resume_from_store = true;
-  options.max_parallel = a.max_parallel;
-  options.keep_work = a.keep_work;
-  options.step_options = std::move(wf.step_options);
-  return ExecuteRun(g, host, store, wf.plan, wf.backend_options, std::move(options), a.json);
+  scheduler::RunOptions options = StoredRunOptions(run.id, *token, a.max_parallel, a.keep_work, *wf);
+  options.resume_running = true;
+  return ExecuteRun(g, host, store, wf->plan, wf->backend_options, std::move(options), a.json);
 }
 
 }  // namespace crucible::cli

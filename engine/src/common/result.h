@@ -19,6 +19,7 @@ enum class ErrorCode {
   kBusy,             ///< another writer holds the run
   kUnavailable,      ///< a backend could not be reached or loaded
   kVersion,          ///< an ABI or schema version mismatch
+  kFenced,           ///< another engine took the run over: this one must not write
   kInternal,
 };
 

@@ -83,6 +83,14 @@ inline const char* ReasonName(crucible_reason r) {
   return "";
 }
 
+/// An attempt an earlier engine recorded as running (mirrors crucible_adopt_item).
+struct AdoptItem {
+  uint64_t attempt_key = 0;
+  std::string handle;  ///< "" when never recorded
+  std::string step_id;
+  uint32_t attempt = 0;
+};
+
 /// One backend instance serving one run.
 class Backend {
  public:
@@ -96,6 +104,10 @@ class Backend {
   virtual Status Poll(int timeout_ms, std::vector<AttemptResult>& out) = 0;
   /// Asks one attempt to stop; its result still arrives through Poll.
   virtual void Cancel(uint64_t attempt_key, int64_t grace_ms) = 0;
+  /// Follows attempts of an earlier engine: each arrives through Poll when it
+  /// ends, or as lost when it is gone. false: unsupported (the caller records
+  /// them lost).
+  virtual Result<bool> Adopt(const std::vector<AdoptItem>& /*items*/) { return false; }
 };
 
 }  // namespace crucible::host

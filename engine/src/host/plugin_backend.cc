@@ -2,6 +2,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/spdlog.h>
 
+#include <cstddef>
 #include <cstring>
 #include <exception>
 
@@ -99,7 +100,7 @@ std::shared_ptr<spdlog::logger> PluginLogger(const std::string& name) {
 class PluginBackend : public Backend {
  public:
   PluginBackend(std::shared_ptr<const void> library, const crucible_backend_api& api, std::string name,
-                std::string state_dir, std::string run_id, WakeFn wake)
+                std::string state_dir, std::string run_id, WakeFn wake, int wake_fd)
       : library_(std::move(library)),
         api_(api),
         name_(std::move(name)),
@@ -114,6 +115,7 @@ class PluginBackend : public Backend {
     host_.log = &PluginBackend::LogTrampoline;
     host_.state_dir = state_dir_.c_str();
     host_.run_id = run_id_.c_str();
+    host_.wake_fd = wake_fd;
   }
 
   ~PluginBackend() override {
@@ -210,6 +212,32 @@ class PluginBackend : public Backend {
     crucible_status s = api_.cancel(instance_, attempt_key, grace_ms);
     if (s != CRUCIBLE_STATUS_OK) {
       logger_->warn("cancel failed attempt_key={} status={}", attempt_key, static_cast<int>(s));
+    }
+  }
+
+  Result<bool> Adopt(const std::vector<AdoptItem>& items) override {
+    if (api_.struct_size < offsetof(crucible_backend_api, adopt) + sizeof api_.adopt || api_.adopt == nullptr) {
+      return false;
+    }
+    std::vector<crucible_adopt_item> c(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      std::memset(&c[i], 0, sizeof c[i]);
+      c[i].struct_size = sizeof c[i];
+      c[i].attempt_key = items[i].attempt_key;
+      c[i].handle = items[i].handle.c_str();
+      c[i].step_id = items[i].step_id.c_str();
+      c[i].attempt = items[i].attempt;
+    }
+    char err[CRUCIBLE_MESSAGE_CAP] = {0};
+    crucible_status s = api_.adopt(instance_, c.empty() ? nullptr : c.data(), c.size(), err, sizeof err);
+    err[sizeof err - 1] = '\0';
+    switch (s) {
+      case CRUCIBLE_STATUS_OK: return true;
+      case CRUCIBLE_STATUS_UNSUPPORTED: return false;
+      case CRUCIBLE_STATUS_UNAVAILABLE:
+        return MakeError(ErrorCode::kUnavailable, "backend \"" + name_ + "\" unavailable: " + MessageOr(err, "adopt failed"));
+      default:
+        return MakeError(ErrorCode::kInternal, "backend \"" + name_ + "\": " + MessageOr(err, "adopt failed without a message"));
     }
   }
 
@@ -318,8 +346,8 @@ class PluginImpl : public Plugin {
   }
 
   Result<std::unique_ptr<Backend>> Create(const std::vector<OptionValue>& options, const std::string& state_dir,
-                                          const std::string& run_id, WakeFn wake) const override {
-    auto backend = std::make_unique<PluginBackend>(library_, api_, name_, state_dir, run_id, std::move(wake));
+                                          const std::string& run_id, WakeFn wake, int wake_fd) const override {
+    auto backend = std::make_unique<PluginBackend>(library_, api_, name_, state_dir, run_id, std::move(wake), wake_fd);
     Status s = backend->Init(options);
     if (!s.ok()) return s.error();
     return std::unique_ptr<Backend>(std::move(backend));

@@ -57,7 +57,8 @@ class Plugin {
 
   /// create(): one backend instance for one run.
   virtual Result<std::unique_ptr<Backend>> Create(const std::vector<OptionValue>& options, const std::string& state_dir,
-                                                  const std::string& run_id, WakeFn wake) const = 0;
+                                                  const std::string& run_id, WakeFn wake,
+                                                  int wake_fd = -1) const = 0;
 };
 
 /// A file that looked like a plugin and could not be used.

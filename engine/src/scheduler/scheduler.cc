@@ -23,6 +23,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "common/crash_point.h"
 #include "common/process_identity.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/step_io.h"
@@ -129,6 +130,8 @@ struct Scheduler::Impl {
     std::vector<std::string> secrets;
     std::string cancel_cause;  ///< why we asked it to stop: cancelled, timeout, fail_fast, safety
     bool started = false;      ///< Backend::Start returned a handle
+    size_t handle_write = SIZE_MAX;  ///< index in `writes` of the handle row, while buffered
+    uint64_t handle_flush = 0;       ///< the flush generation that write belongs to
   };
 
   struct Timer {
@@ -167,6 +170,7 @@ struct Scheduler::Impl {
   std::vector<std::string> upstream_entries;  ///< UpstreamJson's rendered entry per finished need ("" until used)
   std::vector<std::function<Status()>> writes;
   size_t handle_writes = 0;       ///< how many of `writes` only record a handle
+  uint64_t flush_gen = 0;         ///< counts Flush() calls: tells whether a buffered write is still there
   int64_t handles_since_ms = -1;  ///< monotonic time the oldest buffered handle was queued; -1: none
   size_t finished = 0;
   int waiting_count = 0;
@@ -180,12 +184,21 @@ struct Scheduler::Impl {
   std::string logs_root;
   std::string work_root;
   std::string run_id;
+  int64_t token = 0;                 ///< fencing token checked by every commit; 0: none
+  int64_t last_commit_mono = 0;      ///< monotonic ms of the last commit (or of the start)
+  int64_t last_heartbeat_mono = 0;   ///< monotonic ms the last heartbeat was queued
+  std::vector<std::vector<host::AdoptItem>> adopt_items;  ///< resume: running attempts, by backend
 
   // ---- store buffering ----
 
   Status Flush() {
     if (writes.empty()) return Ok{};
     auto status = store.Transaction([this]() -> Status {
+      // Fencing: an engine that lost the run (taken over while it was frozen) writes nothing.
+      if (token > 0) {
+        Status owned = store.CheckOwner(run_id, token);
+        if (!owned.ok()) return owned;
+      }
       for (auto& w : writes) {
         Status s = w();
         if (!s.ok()) return s;
@@ -195,7 +208,40 @@ struct Scheduler::Impl {
     writes.clear();
     handle_writes = 0;
     handles_since_ms = -1;
+    ++flush_gen;
+    if (status.ok()) {
+      last_commit_mono = clock.MonotonicMs();
+      CRUCIBLE_CRASH_POINT("after-commit");
+    }
     return status;
+  }
+
+  void QueueHeartbeat() {
+    last_heartbeat_mono = clock.MonotonicMs();
+    writes.push_back([this] { return store.Heartbeat(run_id, clock.NowMs()); });
+  }
+
+  /// Values of the {{env.NAME}} placeholders a step uses, for masking (resume).
+  std::vector<std::string> CollectSecrets(TaskId t) {
+    std::vector<std::string> secrets;
+    plan::Template::Context ctx;
+    ctx.run_id = run_id;
+    ctx.output = [](TaskId, const std::string&) -> std::optional<std::string> { return std::string(); };
+    ctx.env = [&secrets](const std::string& name) -> std::optional<std::string> {
+      const char* value = std::getenv(name.c_str());
+      if (!value) return std::nullopt;
+      secrets.emplace_back(value);
+      return std::string(value);
+    };
+    const auto& ps = plan.step(t);
+    std::string missing;
+    for (const auto& tmpl : ps.argv) {
+      if (!tmpl.is_literal()) (void)tmpl.Render(ctx, &missing);
+    }
+    for (const auto& [name, tmpl] : ps.env) {
+      if (!tmpl.is_literal()) (void)tmpl.Render(ctx, &missing);
+    }
+    return secrets;
   }
 
   /// True when every buffered write is a handle row that may wait a little longer.
@@ -403,6 +449,10 @@ struct Scheduler::Impl {
     }
     Live l = std::move(it->second);
     live.erase(it);
+    if (l.handle_flush == flush_gen && l.handle_write < writes.size()) {
+      // Its handle row is still buffered: the finish below records the handle too.
+      writes[l.handle_write] = [] { return Status(Ok{}); };
+    }
     TaskId t = l.task;
     Task& task = tasks[t];
     const auto& ps = plan.step(t);
@@ -722,6 +772,7 @@ struct Scheduler::Impl {
     // Write-ahead: the attempt rows are committed before any start().
     Status s = Flush();
     if (!s.ok()) return s.error();
+    CRUCIBLE_CRASH_POINT("after-write-ahead");
     for (auto& p : prepared) {
       auto it = live.find(p.key);
       if (it == live.end()) continue;  // abandoned meanwhile
@@ -742,6 +793,9 @@ struct Scheduler::Impl {
         if (started.ok()) {
           l.started = true;
           l.handle = started.value();
+          CRUCIBLE_CRASH_POINT("after-start-before-record");
+          l.handle_write = writes.size();
+          l.handle_flush = flush_gen;
           writes.push_back([this, t = l.task, n = l.number, h = l.handle] {
             return store.SetAttemptHandle(run_id, static_cast<int>(t), n, h);
           });
@@ -823,6 +877,9 @@ struct Scheduler::Impl {
     run.owner_pid = ::getpid();
     run.owner_host = HostName();
     run.owner_start = ProcessStartTime(::getpid());
+    run.owner_token = 1;
+    run.heartbeat_at_ms = run.created_at_ms;
+    token = 1;
     std::vector<store::StepRow> rows(n);
     for (TaskId t = 0; t < n; ++t) {
       rows[t].run_id = run_id;
@@ -898,6 +955,151 @@ struct Scheduler::Impl {
     });
   }
 
+  /// Checks that the stored steps are this plan's.
+  Status CheckRecordedSteps(const std::vector<store::StepRow>& steps) const {
+    const size_t n = plan.step_count();
+    if (steps.size() != n) {
+      return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + " has " + std::to_string(steps.size()) +
+                                                        " steps recorded, the plan " + std::to_string(n));
+    }
+    for (const store::StepRow& row : steps) {
+      if (row.idx < 0 || static_cast<size_t>(row.idx) >= n || plan.step(row.idx).id != row.step_id) {
+        return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + ": recorded step \"" + row.step_id +
+                                                          "\" (index " + std::to_string(row.idx) + ") is not the plan's");
+      }
+    }
+    return Ok{};
+  }
+
+  /// Continues a run whose engine died (`resume`): finished steps stay as
+  /// recorded; a running step's last attempt, when recorded as running, is
+  /// gathered for its backend's Adopt (adopt_items), else the step was
+  /// waiting for a retry and is queued for it now. Budgets are counted from
+  /// the recorded attempts. One transaction marks the run running again.
+  Status ReopenRunning() {
+    const size_t n = plan.step_count();
+    auto steps = store.GetSteps(run_id);
+    if (!steps.ok()) return steps.error();
+    Status recorded = CheckRecordedSteps(*steps);
+    if (!recorded.ok()) return recorded;
+    auto attempts = store.GetAttempts(run_id, std::nullopt);
+    if (!attempts.ok()) return attempts.error();
+    auto outputs = store.GetOutputs(run_id);
+    if (!outputs.ok()) return outputs.error();
+    std::vector<std::vector<const store::AttemptRow*>> by_step(n);
+    for (const store::AttemptRow& a : *attempts) {
+      if (a.step_idx >= 0 && static_cast<size_t>(a.step_idx) < n) by_step[a.step_idx].push_back(&a);
+    }
+    adopt_items.assign(backends.size(), {});
+    std::vector<store::AttemptRow> stale;
+    int64_t now = clock.NowMs();
+    for (const store::StepRow& row : *steps) {
+      TaskId t = static_cast<TaskId>(row.idx);
+      Task& task = tasks[t];
+      const auto& mine = by_step[t];
+      int highest = 0;
+      for (const store::AttemptRow* a : mine) highest = std::max(highest, a->number);
+      task.attempts = std::max(highest, row.attempts);
+      task.exit_code = row.exit_code;
+      switch (row.state) {
+        case StepState::kSucceeded:
+        case StepState::kFailed:
+        case StepState::kSkipped:
+        case StepState::kCancelled:
+          task.state = row.state;
+          task.reason = row.reason;
+          ++finished;
+          for (TaskId d : dependents[t]) --tasks[d].remaining_needs;
+          if (row.state == StepState::kFailed) any_failed = true;
+          break;
+        case StepState::kPending:
+          break;
+        case StepState::kRunning: {
+          task.state = StepState::kRunning;
+          const store::AttemptRow* last = mine.empty() ? nullptr : mine.back();
+          for (const store::AttemptRow* a : mine) {
+            if (a->state == "running" && a != last) {
+              store::AttemptRow lost = *a;  // an older attempt left open: it cannot be the one running
+              lost.state = "failed";
+              lost.reason = "lost";
+              lost.infra = true;
+              lost.ended_at_ms = now;
+              lost.message = "superseded by a later attempt";
+              stale.push_back(std::move(lost));
+              ++task.infra_used;
+            } else if (a->state == "failed") {
+              if (a->infra) {
+                ++task.infra_used;
+              } else {
+                ++task.retries_used;
+              }
+            }
+          }
+          if (last != nullptr && last->state == "running") {
+            Live l;
+            l.task = t;
+            l.number = last->number;
+            l.backend = task.backend;
+            l.started_ms = last->started_at_ms;
+            l.log_path = last->log_path;
+            l.handle = last->handle;
+            l.started = true;
+            l.secrets = CollectSecrets(t);
+            uint64_t key = ++g_next_attempt_key;
+            const auto& ps = plan.step(t);
+            adopt_items[task.backend].push_back(
+                host::AdoptItem{key, last->handle, ps.id, static_cast<uint32_t>(last->number)});
+            live.emplace(key, std::move(l));
+            if (ps.timeout_ms > 0) {
+              timers.push(Timer{clock.MonotonicMs() + ps.timeout_ms + opt.cancel_grace_ms + kSafetyMarginMs,
+                                Timer::Kind::kSafety, t, key});
+            }
+          } else {
+            queues[task.backend].push_back(t);  // it was waiting for its next attempt
+          }
+          break;
+        }
+      }
+    }
+    for (const store::OutputRow& o : *outputs) {
+      if (o.step_idx < 0 || static_cast<size_t>(o.step_idx) >= n) continue;
+      tasks[o.step_idx].outputs.emplace_back(o.key, o.value);
+    }
+    return store.Transaction([&]() -> Status {
+      Status owned = store.CheckOwner(run_id, token);
+      if (!owned.ok()) return owned;
+      for (const store::AttemptRow& a : stale) {
+        Status w = store.FinishAttempt(a);
+        if (!w.ok()) return w;
+      }
+      return store.FinishRun(run_id, RunState::kRunning, 0, -1);
+    });
+  }
+
+  /// Hands the gathered running attempts to their backends; what a backend
+  /// cannot follow is recorded lost (and retried as infrastructure).
+  void AdoptRunning() {
+    for (size_t b = 0; b < adopt_items.size(); ++b) {
+      if (adopt_items[b].empty()) continue;
+      Result<bool> adopted = backends[b]->Adopt(adopt_items[b]);
+      if (adopted.ok() && *adopted) {
+        Log()->debug("adopted run={} backend={} attempts={}", run_id, backends[b]->name(), adopt_items[b].size());
+        continue;
+      }
+      std::string why = adopted.ok() ? "backend \"" + backends[b]->name() + "\" cannot follow attempts of an earlier engine"
+                                     : adopted.error().message;
+      for (const host::AdoptItem& item : adopt_items[b]) {
+        host::AttemptResult r;
+        r.attempt_key = item.attempt_key;
+        r.outcome = CRUCIBLE_OUTCOME_FAILED;
+        r.reason = CRUCIBLE_REASON_LOST;
+        r.message = why;
+        ApplyResult(r);
+      }
+    }
+    adopt_items.clear();
+  }
+
   Result<RunSummary> Run() {
     run_id = opt.run_id;
     CRUCIBLE_CHECK(!run_id.empty(), "RunOptions.run_id must be set");
@@ -931,8 +1133,11 @@ struct Scheduler::Impl {
     std::filesystem::create_directories(logs_root, ec);
     if (ec) return MakeError(ErrorCode::kIo, "cannot create log directory " + logs_root + ": " + ec.message());
 
-    Status recorded = opt.resume_from_store ? ReopenRun() : CreateRun();
+    token = opt.owner_token;
+    Status recorded = opt.resume_running ? ReopenRunning() : opt.resume_from_store ? ReopenRun() : CreateRun();
     if (!recorded.ok()) return recorded.error();
+    last_commit_mono = last_heartbeat_mono = clock.MonotonicMs();
+    if (!opt.resume_running && !opt.resume_from_store) CRUCIBLE_CRASH_POINT("after-create-run");
     Log()->debug("run started run={} workflow={} steps={} max_parallel={} continued={}", run_id,
                  plan.workflow_name(), n, max_parallel, opt.resume_from_store);
     if (observer) {
@@ -943,7 +1148,18 @@ struct Scheduler::Impl {
     }
 
     if (plan.timeout_ms() > 0) {
-      timers.push(Timer{clock.MonotonicMs() + plan.timeout_ms(), Timer::Kind::kRunDeadline, 0, 0});
+      int64_t left = plan.timeout_ms();
+      if (opt.resume_running) {
+        // The run's timeout counts from its start, not from the resume.
+        auto row = store.GetRun(run_id);
+        if (row.ok() && row->created_at_ms > 0) left = std::max<int64_t>(0, left - (clock.NowMs() - row->created_at_ms));
+      }
+      timers.push(Timer{clock.MonotonicMs() + left, Timer::Kind::kRunDeadline, 0, 0});
+    }
+    if (opt.resume_running) {
+      AdoptRunning();
+      CRUCIBLE_CRASH_POINT("after-adopt");
+      if (any_failed && plan.fail_fast() && !fail_fast_triggered) TriggerFailFast();
     }
     for (TaskId t = 0; t < n; ++t) {
       if (tasks[t].remaining_needs == 0 && tasks[t].state == StepState::kPending) OnReady(t);
@@ -951,8 +1167,20 @@ struct Scheduler::Impl {
     ProcessReady();
 
     std::vector<host::AttemptResult> results;
+    const int64_t heartbeat_every = std::max<int64_t>(1, opt.lease_ms / 3);
     for (;;) {
       if (observer) observer->OnTick();
+      if (token > 0 && opt.lease_ms > 0) {
+        int64_t mono = clock.MonotonicMs();
+        if (mono - last_commit_mono > opt.lease_ms / 2) {
+          // Long since the last commit (frozen?): make sure the run is still ours before acting.
+          QueueHeartbeat();
+          Status owned = Flush();
+          if (!owned.ok()) return owned.error();
+        } else if (mono - last_heartbeat_mono >= heartbeat_every) {
+          QueueHeartbeat();
+        }
+      }
       bool progress = HandleCancelRequests();
       if (!abandoned) {
         results.clear();
@@ -961,6 +1189,7 @@ struct Scheduler::Impl {
           if (!polled.ok()) Log()->warn("poll of backend {} failed: {}", backend->name(), polled.error().message);
         }
         for (const auto& r : results) ApplyResult(r);
+        if (!results.empty()) CRUCIBLE_CRASH_POINT("after-poll-before-commit");
         progress = progress || !results.empty();
         progress = FireTimers() || progress;
         ProcessReady();
@@ -992,6 +1221,10 @@ struct Scheduler::Impl {
       if (!QueuesEmpty() && live.size() < static_cast<size_t>(max_parallel)) {
         timeout = timeout < 0 ? kCapacityRecheckMs : std::min(timeout, kCapacityRecheckMs);
       }
+      if (token > 0 && opt.lease_ms > 0) {
+        int next_beat = static_cast<int>(std::max<int64_t>(1, last_heartbeat_mono + heartbeat_every - now));
+        timeout = timeout < 0 ? next_beat : std::min(timeout, next_beat);
+      }
       clock.Wait(waker, timeout);
     }
     CRUCIBLE_CHECK(abandoned || finished == n, "the run ended with steps still pending");
@@ -1007,6 +1240,7 @@ struct Scheduler::Impl {
       summary.state = RunState::kSucceeded;
       summary.exit_code = ExitCode::kSuccess;
     }
+    CRUCIBLE_CRASH_POINT("before-finish-run");
     writes.push_back([this, summary] {
       return store.FinishRun(run_id, summary.state, clock.NowMs(), static_cast<int>(summary.exit_code));
     });

@@ -128,6 +128,19 @@ struct RunOptions {
   /// continuing after the highest recorded and with a fresh `retries` budget.
   /// workflow_file, source_text and source_sha256 are then unused.
   bool resume_from_store = false;
+  /// Continue the run `run_id` whose engine died while it ran (`resume`):
+  /// succeeded and otherwise finished steps are kept, attempts recorded as
+  /// running are handed to their backends (Backend::Adopt) and followed to
+  /// their end or recorded lost, steps waiting for a retry get it now, and
+  /// the rest runs as it would have. The run's timeout counts from its start.
+  bool resume_running = false;
+  /// The run's fencing token (Store::TakeOver); every write transaction
+  /// checks it, and a heartbeat renews the lease. 0: a new run (token 1).
+  int64_t owner_token = 0;
+  /// The owner's lease: a heartbeat every lease_ms / 3; a turn that starts
+  /// more than lease_ms / 2 after the last commit checks ownership first.
+  /// 0: no lease kept (tests of the loop alone).
+  int64_t lease_ms = 0;
 };
 
 struct RunSummary {

@@ -78,6 +78,11 @@ ALTER TABLE runs ADD COLUMN owner_pid INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN owner_host TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN owner_start TEXT NOT NULL DEFAULT '';
 )sql",
+    // Version 3: the owner's lease (heartbeat) and fencing token.
+    R"sql(
+ALTER TABLE runs ADD COLUMN owner_token INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN heartbeat_at INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");
@@ -90,7 +95,7 @@ constexpr const char* kListRunsSql =
     "FROM runs ORDER BY created_at DESC, id DESC LIMIT ?1";
 constexpr const char* kGetRunExactSql =
     "SELECT id, workflow, file, source_sha256, params_json, state, created_at, ended_at, exit_code, step_count, "
-    "source_text, owner_pid, owner_host, owner_start FROM runs WHERE id = ?1";
+    "source_text, owner_pid, owner_host, owner_start, owner_token, heartbeat_at FROM runs WHERE id = ?1";
 constexpr const char* kGetRunPrefixSql = "SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 11";
 constexpr const char* kGetStepsSql =
     "SELECT run_id, idx, step_id, backend, state, reason, attempts, exit_code FROM steps WHERE run_id = ?1 "
@@ -243,8 +248,9 @@ struct Store::Impl {
     insert_run = std::make_unique<SQLite::Statement>(
         db,
         "INSERT INTO runs (id, workflow, file, source_text, source_sha256, params_json, state, created_at, "
-        "ended_at, exit_code, step_count, owner_pid, owner_host, owner_start) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+        "ended_at, exit_code, step_count, owner_pid, owner_host, owner_start, owner_token, heartbeat_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+    check_owner = std::make_unique<SQLite::Statement>(db, "SELECT owner_token, owner_pid, owner_host FROM runs WHERE id = ?1");
     insert_step = std::make_unique<SQLite::Statement>(
         db,
         "INSERT INTO steps (run_id, idx, step_id, backend, state, reason, attempts, exit_code) "
@@ -288,7 +294,7 @@ struct Store::Impl {
   SQLite::Database db;
   bool in_tx = false;              ///< inside Store::Transaction()
   std::optional<Error> tx_error;   ///< the first failed write inside it
-  std::unique_ptr<SQLite::Statement> insert_run, insert_step, insert_attempt, set_handle, finish_attempt, set_step,
+  std::unique_ptr<SQLite::Statement> insert_run, check_owner, insert_step, insert_attempt, set_handle, finish_attempt, set_step,
       put_output, finish_run, list_runs, get_run_exact, get_run_prefix, get_steps, get_attempts, get_step_attempts,
       get_outputs;
 };
@@ -471,6 +477,8 @@ Status Store::CreateRun(const RunRow& run, const std::vector<StepRow>& steps) {
       st->bind(12, run.owner_pid);
       st->bind(13, run.owner_host);
       st->bind(14, run.owner_start);
+      st->bind(15, run.owner_token);
+      st->bind(16, run.heartbeat_at_ms);
       st->exec();
     }
     for (const StepRow& step : steps) {
@@ -597,6 +605,53 @@ Status Store::SetRunOwner(const std::string& run_id, int64_t pid, const std::str
   });
 }
 
+Result<int64_t> Store::TakeOver(const std::string& run_id, const OwnerChange& change) {
+  int64_t token = 0;
+  Status s = Transaction([&]() -> Status {
+    return Write(*impl_, db_path_, "taking over a run", [&]() -> Status {
+      SQLite::Statement st(impl_->db,
+                           "UPDATE runs SET owner_pid = ?3, owner_host = ?4, owner_start = ?5, "
+                           "owner_token = owner_token + 1, heartbeat_at = ?6 WHERE id = ?1 AND owner_token = ?2");
+      st.bind(1, run_id);
+      st.bind(2, change.expect_token);
+      st.bind(3, change.pid);
+      st.bind(4, change.host);
+      st.bind(5, change.start);
+      st.bind(6, change.now_ms);
+      if (st.exec() == 0) {
+        return MakeError(ErrorCode::kBusy, "run " + run_id + " changed owner meanwhile; look at it again");
+      }
+      token = change.expect_token + 1;
+      return Ok{};
+    });
+  });
+  if (!s.ok()) return s.error();
+  return token;
+}
+
+Status Store::CheckOwner(const std::string& run_id, int64_t token) {
+  return Write(*impl_, db_path_, "checking the run's owner", [&]() -> Status {
+    StatementUse st(*impl_->check_owner);
+    st->bind(1, run_id);
+    if (!st->executeStep()) return MakeError(ErrorCode::kNotFound, "no run \"" + run_id + "\" in " + db_path_);
+    int64_t now = st->getColumn(0).getInt64();
+    if (now == token) return Ok{};
+    return MakeError(ErrorCode::kFenced, "run " + run_id + " was taken over by pid " +
+                                             std::to_string(st->getColumn(1).getInt64()) + " on host \"" +
+                                             Text(*st, 2) + "\" (token " + std::to_string(now) + ", this engine's " +
+                                             std::to_string(token) + "); this engine stops without writing");
+  });
+}
+
+Status Store::Heartbeat(const std::string& run_id, int64_t now_ms) {
+  return Write(*impl_, db_path_, "recording a heartbeat", [&]() -> Status {
+    SQLite::Statement st(impl_->db, "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1");
+    st.bind(1, run_id);
+    st.bind(2, now_ms);
+    return NotFoundUnless(st.exec(), "run \"" + run_id + "\" in " + db_path_);
+  });
+}
+
 Status Store::ClearOutputs(const std::string& run_id, int step_idx) {
   return Write(*impl_, db_path_, "clearing outputs", [&]() -> Status {
     SQLite::Statement st(impl_->db, "DELETE FROM outputs WHERE run_id = ?1 AND step_idx = ?2");
@@ -628,6 +683,8 @@ Result<RunRow> Store::GetRun(const std::string& id_or_prefix) const {
       r.owner_pid = st->getColumn(11).getInt64();
       r.owner_host = Text(*st, 12);
       r.owner_start = Text(*st, 13);
+      r.owner_token = st->getColumn(14).getInt64();
+      r.heartbeat_at_ms = st->getColumn(15).getInt64();
       return r;
     };
     if (id_or_prefix.empty()) return MakeError(ErrorCode::kInvalidArgument, "empty run id");

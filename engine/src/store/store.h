@@ -24,7 +24,7 @@
 namespace crucible::store {
 
 /// Current schema version (PRAGMA user_version).
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 enum class RunState { kRunning, kSucceeded, kFailed, kCancelled, kInterrupted };
 enum class StepState { kPending, kRunning, kSucceeded, kFailed, kSkipped, kCancelled };
@@ -50,6 +50,17 @@ struct RunRow {
   int64_t owner_pid = 0;     ///< the engine process running it (0: unknown, a v1 record)
   std::string owner_host;    ///< that process's host name
   std::string owner_start;   ///< that process's start time (field 22 of /proc/PID/stat), to tell a reused pid
+  int64_t owner_token = 0;   ///< fencing token: raised by every takeover; writes check it
+  int64_t heartbeat_at_ms = 0;  ///< the owner's last heartbeat (its lease runs from here)
+};
+
+/// The owner a takeover expects to replace, and who replaces it.
+struct OwnerChange {
+  int64_t expect_token = 0;
+  int64_t pid = 0;
+  std::string host;
+  std::string start;
+  int64_t now_ms = 0;
 };
 
 struct StepRow {
@@ -114,6 +125,14 @@ class Store {
   Status FinishRun(const std::string& run_id, RunState state, int64_t ended_at_ms, int exit_code);
   /// Records the engine process that runs (or continues) a run: pid, host name, start time.
   Status SetRunOwner(const std::string& run_id, int64_t pid, const std::string& host, const std::string& start);
+  /// Makes the caller the run's owner if its token is still expect_token:
+  /// records pid, host and start, a fresh heartbeat, and returns the new
+  /// token (expect_token + 1). kBusy when someone else took it meanwhile.
+  Result<int64_t> TakeOver(const std::string& run_id, const OwnerChange& change);
+  /// Inside a Transaction(): kFenced unless the run's token is still `token`.
+  Status CheckOwner(const std::string& run_id, int64_t token);
+  /// The owner's heartbeat.
+  Status Heartbeat(const std::string& run_id, int64_t now_ms);
   /// Deletes one step's outputs (a step run again starts without its old ones).
   Status ClearOutputs(const std::string& run_id, int step_idx);
 

@@ -48,7 +48,7 @@ TEST(PluginHostTest, LoadsTheGoodPlugin) {
   const Plugin* echo = host.Find("echo");
   ASSERT_NE(echo, nullptr);
   EXPECT_EQ(echo->version(), "1.0.0");
-  EXPECT_EQ(echo->abi(), "0.1");
+  EXPECT_EQ(echo->abi(), "0.2");
   EXPECT_EQ(echo->path(), Dir("good") + "/libcrucible-backend-echo.so");
   EXPECT_EQ(echo->description(), "completes every attempt at once (test fixture)");
   EXPECT_EQ(echo->options().size(), 10u);
@@ -61,7 +61,7 @@ TEST(PluginHostTest, WrongAbiMajorNamesBothVersions) {
   CaseResult r = LoadCase("abi_major");
   ExpectGoodPluginAlongside(r.host, 1);
   EXPECT_EQ(r.failure.path, Dir("abi_major") + "/libcrucible-backend-future.so");
-  EXPECT_EQ(r.failure.why, "ABI 1.0, this crucible-engine speaks ABI 0.1");
+  EXPECT_EQ(r.failure.why, "ABI 1.0, this crucible-engine speaks ABI 0.2");
 }
 
 TEST(PluginHostTest, MissingEntrySymbolNamesTheExpectedSymbol) {
@@ -81,7 +81,7 @@ TEST(PluginHostTest, TooSmallStructIsRefused) {
   CaseResult r = LoadCase("small_struct");
   ExpectGoodPluginAlongside(r.host, 1);
   EXPECT_EQ(r.failure.why, "table struct_size " + std::to_string(offsetof(crucible_backend_api, create)) +
-                               " is too small: ABI 0.1 needs at least " +
+                               " is too small: ABI 0.2 needs at least " +
                                std::to_string(offsetof(crucible_backend_api, cancel) + sizeof(void*)) +
                                " bytes (every member up to cancel)");
 }
@@ -263,7 +263,7 @@ class DeclOnlyPlugin : public Plugin {
   const std::string& name() const override { return name_; }
   const std::string& version() const override { return name_; }
   const std::string& path() const override { return name_; }
-  std::string abi() const override { return "0.1"; }
+  std::string abi() const override { return "0.2"; }
   const std::string& description() const override { return name_; }
   const std::vector<crucible_option_decl>& options() const override { return options_; }
   std::string Describe() const override { return ""; }
@@ -272,7 +272,7 @@ class DeclOnlyPlugin : public Plugin {
     return {};
   }
   Result<std::unique_ptr<Backend>> Create(const std::vector<OptionValue>&, const std::string&, const std::string&,
-                                          WakeFn) const override {
+                                          WakeFn, int) const override {
     return MakeError(ErrorCode::kUnavailable, "not a real plugin");
   }
 

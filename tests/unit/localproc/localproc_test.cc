@@ -285,7 +285,7 @@ TEST(LocalProcTest, ExitZeroSucceedsAndNonZeroFails) {
   EXPECT_LT(Api()->capacity(in.backend()), 0);
   std::string handle;
   ASSERT_EQ(in.Start(1, {{"true"}}, &handle), CRUCIBLE_STATUS_OK);
-  EXPECT_TRUE(std::regex_match(handle, std::regex("pid=([0-9]+) start=[1-9][0-9]* pgid=\\1"))) << handle;
+  EXPECT_TRUE(std::regex_match(handle, std::regex("supervisor=[0-9]+ start=[1-9][0-9]*"))) << handle;
   ASSERT_EQ(in.Start(2, {{"/bin/sh", "-c", "exit 3"}}), CRUCIBLE_STATUS_OK);
   auto ok = in.Wait(1);
   auto bad = in.Wait(2);
@@ -472,12 +472,15 @@ TEST(LocalProcTest, StepsRunInACgroupSlotAfterItsTreeWasKilled) {
   }
 }
 
-TEST(LocalProcTest, HandleStartTimeMatchesProc) {
+TEST(LocalProcTest, HandleNamesTheRunsOneSupervisorWhichOwnsTheSteps) {
   Instance in;
-  std::regex form(R"(pid=(\d+) start=(\d+) pgid=(\d+))");
+  std::regex form(R"(supervisor=(\d+) start=(\d+))");
+  std::string first;
   for (uint64_t key = 1; key <= 20; ++key) {
     std::string handle;
     ASSERT_EQ(in.Start(key, {{"sleep", "30"}}, &handle), CRUCIBLE_STATUS_OK);
+    if (first.empty()) first = handle;
+    EXPECT_EQ(handle, first) << "one supervisor per run, not per step";
     std::smatch m;
     ASSERT_TRUE(std::regex_match(handle, m, form)) << handle;
     std::string stat = ReadFile("/proc/" + m[1].str() + "/stat");
@@ -488,9 +491,29 @@ TEST(LocalProcTest, HandleStartTimeMatchesProc) {
     for (int i = 3; i <= 22 && fields >> field; ++i) {
     }
     EXPECT_EQ(m[2].str(), field) << handle;
+    EXPECT_NE(m[1].str(), std::to_string(::getpid())) << "the steps are not the engine's children";
     Api()->cancel(in.backend(), key, 0);
     ASSERT_TRUE(in.Wait(key));
   }
+}
+
+TEST(LocalProcTest, SupervisorKilledLosesItsAttemptsAndTheNextStartsANewOne) {
+  Instance in;
+  std::string handle;
+  ASSERT_EQ(in.Start(1, {{"sleep", "30"}}, &handle), CRUCIBLE_STATUS_OK);
+  int pid = 0;
+  ASSERT_EQ(std::sscanf(handle.c_str(), "supervisor=%d", &pid), 1) << handle;
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto lost = in.Wait(1);
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->outcome, CRUCIBLE_OUTCOME_FAILED);
+  EXPECT_EQ(lost->reason, CRUCIBLE_REASON_LOST);
+  std::string again;
+  ASSERT_EQ(in.Start(2, {{"true"}}, &again), CRUCIBLE_STATUS_OK);
+  EXPECT_NE(again, handle) << "a new supervisor";
+  auto ok = in.Wait(2);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
 }
 
 TEST(LocalProcTest, SilentStepHasNoLogFile) {

@@ -101,7 +101,7 @@ TEST_F(StoreOwnerTest, VersionOneDatabaseMigratesKeepingItsRuns) {
   ASSERT_EQ(store.GetSteps("old")->size(), 1u);
   EXPECT_EQ(store.GetSteps("old")->at(0).step_id, "a");
   SQLite::Database db(state_dir_ + "/crucible.db");
-  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), 2);
+  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), kSchemaVersion);
 }
 
 TEST_F(StoreOwnerTest, OwnerIsWrittenWithTheRunAndUpdated) {

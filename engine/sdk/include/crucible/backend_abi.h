@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define CRUCIBLE_ABI_MAJOR 0
-#define CRUCIBLE_ABI_MINOR 1
+#define CRUCIBLE_ABI_MINOR 2
 
 /* Name of the one symbol a plugin exports. Its type is crucible_backend_entry_fn. */
 #define CRUCIBLE_BACKEND_ENTRY_SYMBOL "crucible_backend_api_v0"
@@ -131,6 +131,10 @@ typedef struct crucible_host {
   const char* state_dir;
   /* OWNERSHIP: engine. LIFETIME: until destroy returns. The run this instance serves. */
   const char* run_id;
+  /* Minor 2. An eventfd the engine waits on: writing an 8-byte 1 to it wakes the
+   * engine as wake() does, from any thread or any process the plugin hands it to.
+   * OWNERSHIP: engine (dup it to keep it). LIFETIME: until destroy returns. <= 0: none. */
+  int wake_fd;
 } crucible_host;
 
 /* ---------------------------------------------------------------------------
@@ -251,11 +255,18 @@ typedef struct crucible_diag_sink {
   void (*report)(void* ctx, crucible_severity severity, const char* field, const char* message);
 } crucible_diag_sink;
 
-/* Handles of a run's attempts as recorded, for adopt(). */
+/* One attempt of a run recorded as running, for adopt(). Minor 2 gave it
+ * struct_size (the array's stride) and the step and attempt, which name the
+ * attempt even when its handle was never recorded (the engine died between
+ * start() and the record). */
 typedef struct crucible_adopt_item {
+  size_t struct_size;
   uint64_t attempt_key; /* the key the engine now uses for this attempt */
-  /* OWNERSHIP: engine. LIFETIME: the call. The text start() returned. */
+  /* OWNERSHIP: engine. LIFETIME: the call. The text start() returned; "" when never recorded. */
   const char* handle;
+  /* OWNERSHIP: engine. LIFETIME: the call. */
+  const char* step_id;
+  uint32_t attempt;
 } crucible_adopt_item;
 
 /* ---------------------------------------------------------------------------
@@ -302,8 +313,10 @@ typedef struct crucible_backend_api {
    * substrate's equivalent). Its result still arrives through poll. */
   crucible_status (*cancel)(void* backend, uint64_t attempt_key, int64_t grace_ms);
 
-  /* Follows attempts recorded by an earlier engine; each one that is gone is
-   * reported through poll as CRUCIBLE_REASON_LOST. May be NULL. */
+  /* Follows attempts recorded by an earlier engine (items: items_len structs of
+   * items[0].struct_size bytes each). Each one that is gone is reported through
+   * poll as CRUCIBLE_REASON_LOST; one that ended meanwhile, with its result.
+   * May be NULL: the engine then records every such attempt as lost. */
   crucible_status (*adopt)(void* backend, const crucible_adopt_item* items, size_t items_len,
                            char* err, size_t err_cap);
 } crucible_backend_api;

@@ -21,6 +21,7 @@
 #ifndef CRUCIBLE_BACKEND_SDK_HPP_
 #define CRUCIBLE_BACKEND_SDK_HPP_
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -116,11 +117,24 @@ class Host {
   }
   const std::string& state_dir() const { return state_dir_; }
   const std::string& run_id() const { return run_id_; }
+  /// The engine's wake eventfd (see crucible_host.wake_fd), -1 when it gives none.
+  int wake_fd() const {
+    if (host_.struct_size < offsetof(crucible_host, wake_fd) + sizeof(int) || host_.wake_fd <= 0) return -1;
+    return host_.wake_fd;
+  }
 
  private:
   crucible_host host_;
   std::string state_dir_;
   std::string run_id_;
+};
+
+/// One attempt recorded as running by an earlier engine, for Adopt().
+struct AdoptItem {
+  uint64_t attempt_key = 0;  ///< the key this engine uses for it
+  std::string handle;        ///< as start() returned it; empty when never recorded
+  std::string step_id;
+  uint32_t attempt = 0;
 };
 
 struct InputFile {
@@ -266,8 +280,10 @@ class Backend {
   virtual int Poll(int timeout_ms, ResultSink& sink) = 0;
   /// Asks one attempt to stop; its result still comes through Poll.
   virtual void Cancel(uint64_t attempt_key, int64_t grace_ms) = 0;
-  /// Follows attempts recorded by an earlier engine. Default: unsupported.
-  virtual bool Adopt(const std::vector<std::pair<uint64_t, std::string>>& /*items*/) { return false; }
+  /// Follows attempts recorded by an earlier engine: report each through Poll
+  /// when it ends, or at once as CRUCIBLE_REASON_LOST when it is gone.
+  /// Default: unsupported (the engine records them lost).
+  virtual bool Adopt(const std::vector<AdoptItem>& /*items*/) { return false; }
 };
 
 namespace detail {
@@ -333,8 +349,20 @@ struct Trampolines {
   static crucible_status Adopt(void* backend, const crucible_adopt_item* items, size_t len, char* err,
                                size_t err_cap) {
     try {
-      std::vector<std::pair<uint64_t, std::string>> v;
-      for (size_t i = 0; i < len; ++i) v.emplace_back(items[i].attempt_key, items[i].handle);
+      std::vector<AdoptItem> v;
+      const char* base = reinterpret_cast<const char*>(items);
+      size_t stride = len > 0 ? items[0].struct_size : 0;
+      for (size_t i = 0; i < len; ++i) {
+        crucible_adopt_item c;
+        std::memset(&c, 0, sizeof c);
+        std::memcpy(&c, base + i * stride, stride < sizeof c ? stride : sizeof c);
+        AdoptItem a;
+        a.attempt_key = c.attempt_key;
+        a.handle = c.handle ? c.handle : "";
+        if (stride >= offsetof(crucible_adopt_item, step_id) + sizeof(const char*) && c.step_id) a.step_id = c.step_id;
+        if (stride >= offsetof(crucible_adopt_item, attempt) + sizeof(uint32_t)) a.attempt = c.attempt;
+        v.push_back(std::move(a));
+      }
       return static_cast<T*>(backend)->Adopt(v) ? CRUCIBLE_STATUS_OK : CRUCIBLE_STATUS_UNSUPPORTED;
     } catch (const std::exception& e) {
       CopyOut(e.what(), err, err_cap);
