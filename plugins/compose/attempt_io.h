@@ -1,0 +1,108 @@
+// What goes into an executor for one attempt and what comes back: the launch
+// script and the tar sent to the supervisor's stdin, the demultiplexing of the
+// exec's stream, the supervisor's control channel, and the capped log.
+#ifndef CRUCIBLE_PLUGINS_COMPOSE_ATTEMPT_IO_H_
+#define CRUCIBLE_PLUGINS_COMPOSE_ATTEMPT_IO_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace crucible::plugins::compose {
+
+/// s in single quotes for POSIX sh (any bytes but NUL).
+std::string ShellQuote(const std::string& s);
+
+/// The NAME.launch file the supervisor sources: timeout and grace in seconds,
+/// the output cap, the argv, and _launch() exporting env. Throws
+/// std::invalid_argument for an environment name a shell cannot export.
+std::string BuildLaunchScript(int64_t timeout_ms, int64_t grace_ms, uint64_t output_cap,
+                              const std::vector<std::string>& argv,
+                              const std::vector<std::pair<std::string, std::string>>& env);
+
+/// Whether s is valid UTF-8 (what a JSON string of the Engine API can carry unchanged).
+bool IsValidUtf8(const std::string& s);
+
+/// A file to put into the attempt's directory: from a host file or given bytes.
+struct TarEntry {
+  std::string dest;                    ///< relative to the archive root
+  std::optional<std::string> source;   ///< host path to read
+  std::string bytes;                   ///< content when source is unset
+  int mode = 0644;
+};
+
+/// A tar (pax) of the entries, with their parent directories. Throws std::runtime_error.
+std::string BuildTar(const std::vector<TarEntry>& entries);
+
+/// Splits Docker's multiplexed exec stream (8-byte frame headers) into its streams.
+class FrameDemux {
+ public:
+  /// stream: 1 stdout, 2 stderr.
+  using Sink = std::function<void(int stream, const char* data, size_t len)>;
+  explicit FrameDemux(Sink sink) : sink_(std::move(sink)) {}
+  void Feed(const char* data, size_t len);
+
+ private:
+  Sink sink_;
+  unsigned char header_[8] = {};
+  size_t header_len_ = 0;
+  uint64_t remaining_ = 0;
+  int stream_ = 0;
+};
+
+/// The supervisor's control channel, parsed.
+struct ControlReport {
+  long supervisor_pid = 0;
+  long step_pid = 0;
+  bool setup_failed = false;
+  bool exited = false;
+  int rc = -1;
+  std::string why;  ///< none, timeout, cancelled
+  long oom_before = 0;
+  long oom_after = 0;
+  std::optional<std::string> output;
+  std::optional<bool> scrub_ok;
+};
+
+class ControlParser {
+ public:
+  void Feed(const char* data, size_t len);
+  const ControlReport& report() const { return report_; }
+  bool has_pid() const { return report_.supervisor_pid > 0; }
+
+ private:
+  void Line(const std::string& line);
+  ControlReport report_;
+  std::string line_;
+  uint64_t output_left_ = 0;
+  bool in_output_ = false;
+};
+
+/// The attempt's log: created on the first byte, the first cap bytes kept,
+/// and a marker line with the count of dropped bytes at the end.
+class CappedLog {
+ public:
+  CappedLog(std::string path, uint64_t cap) : path_(std::move(path)), cap_(cap) {}
+  ~CappedLog();
+  CappedLog(const CappedLog&) = delete;
+  CappedLog& operator=(const CappedLog&) = delete;
+  void Write(const char* data, size_t len);
+  /// Writes the marker (when bytes were dropped) and closes.
+  void Finish();
+  uint64_t kept() const { return kept_; }
+  uint64_t dropped() const { return dropped_; }
+
+ private:
+  std::string path_;
+  uint64_t cap_;
+  int fd_ = -1;
+  uint64_t kept_ = 0;
+  uint64_t dropped_ = 0;
+};
+
+}  // namespace crucible::plugins::compose
+
+#endif  // CRUCIBLE_PLUGINS_COMPOSE_ATTEMPT_IO_H_
