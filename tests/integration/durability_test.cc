@@ -333,7 +333,7 @@ TEST_F(DurabilityTest, FrozenOwnerTakenOverIsFencedAndTheStepIsNotRunAgain) {
   ASSERT_EQ(::kill(old->pid(), SIGSTOP), 0);
   auto heartbeat_age = [&] {
     SQLite::Database db(state_dir_ + "/crucible.db", SQLite::OPEN_READONLY);
-    SQLite::Statement st(db, "SELECT heartbeat_at FROM runs WHERE id = ?1");
+    SQLite::Statement st(db, "SELECT heartbeat_at FROM run_owners WHERE run_id = ?1");
     st.bind(1, run_id);
     st.executeStep();
     auto now = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -78,10 +78,23 @@ ALTER TABLE runs ADD COLUMN owner_pid INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN owner_host TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN owner_start TEXT NOT NULL DEFAULT '';
 )sql",
-    // Version 3: the owner's lease (heartbeat) and fencing token.
+    // Version 3: the owner in a table of its own, with its lease (heartbeat)
+    // and fencing token. Every write transaction reads the token and the
+    // heartbeat rewrites the row: in `runs`, beside the workflow's text (up to
+    // megabytes, in overflow pages), each would read or rewrite all of it.
     R"sql(
-ALTER TABLE runs ADD COLUMN owner_token INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE runs ADD COLUMN heartbeat_at INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE run_owners (
+  run_id TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+  pid INTEGER NOT NULL DEFAULT 0,
+  host TEXT NOT NULL DEFAULT '',
+  start TEXT NOT NULL DEFAULT '',
+  token INTEGER NOT NULL DEFAULT 0,
+  heartbeat_at INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO run_owners (run_id, pid, host, start) SELECT id, owner_pid, owner_host, owner_start FROM runs;
+ALTER TABLE runs DROP COLUMN owner_pid;
+ALTER TABLE runs DROP COLUMN owner_host;
+ALTER TABLE runs DROP COLUMN owner_start;
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
@@ -95,7 +108,7 @@ constexpr const char* kListRunsSql =
     "FROM runs ORDER BY created_at DESC, id DESC LIMIT ?1";
 constexpr const char* kGetRunExactSql =
     "SELECT id, workflow, file, source_sha256, params_json, state, created_at, ended_at, exit_code, step_count, "
-    "source_text, owner_pid, owner_host, owner_start, owner_token, heartbeat_at FROM runs WHERE id = ?1";
+    "source_text, pid, host, start, token, heartbeat_at FROM runs LEFT JOIN run_owners ON run_id = id WHERE id = ?1";
 constexpr const char* kGetRunPrefixSql = "SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 11";
 constexpr const char* kGetStepsSql =
     "SELECT run_id, idx, step_id, backend, state, reason, attempts, exit_code FROM steps WHERE run_id = ?1 "
@@ -248,9 +261,12 @@ struct Store::Impl {
     insert_run = std::make_unique<SQLite::Statement>(
         db,
         "INSERT INTO runs (id, workflow, file, source_text, source_sha256, params_json, state, created_at, "
-        "ended_at, exit_code, step_count, owner_pid, owner_host, owner_start, owner_token, heartbeat_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
-    check_owner = std::make_unique<SQLite::Statement>(db, "SELECT owner_token, owner_pid, owner_host FROM runs WHERE id = ?1");
+        "ended_at, exit_code, step_count) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+    insert_owner = std::make_unique<SQLite::Statement>(
+        db, "INSERT INTO run_owners (run_id, pid, host, start, token, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    check_owner = std::make_unique<SQLite::Statement>(db, "SELECT token, pid, host FROM run_owners WHERE run_id = ?1");
+    heartbeat = std::make_unique<SQLite::Statement>(db, "UPDATE run_owners SET heartbeat_at = ?2 WHERE run_id = ?1");
     insert_step = std::make_unique<SQLite::Statement>(
         db,
         "INSERT INTO steps (run_id, idx, step_id, backend, state, reason, attempts, exit_code) "
@@ -294,7 +310,7 @@ struct Store::Impl {
   SQLite::Database db;
   bool in_tx = false;              ///< inside Store::Transaction()
   std::optional<Error> tx_error;   ///< the first failed write inside it
-  std::unique_ptr<SQLite::Statement> insert_run, check_owner, insert_step, insert_attempt, set_handle, finish_attempt, set_step,
+  std::unique_ptr<SQLite::Statement> insert_run, insert_owner, check_owner, heartbeat, insert_step, insert_attempt, set_handle, finish_attempt, set_step,
       put_output, finish_run, list_runs, get_run_exact, get_run_prefix, get_steps, get_attempts, get_step_attempts,
       get_outputs;
 };
@@ -474,11 +490,16 @@ Status Store::CreateRun(const RunRow& run, const std::vector<StepRow>& steps) {
       st->bind(9, run.ended_at_ms);
       st->bind(10, run.exit_code);
       st->bind(11, run.step_count != 0 ? run.step_count : static_cast<int>(steps.size()));
-      st->bind(12, run.owner_pid);
-      st->bind(13, run.owner_host);
-      st->bind(14, run.owner_start);
-      st->bind(15, run.owner_token);
-      st->bind(16, run.heartbeat_at_ms);
+      st->exec();
+    }
+    {
+      StatementUse st(*impl_->insert_owner);
+      st->bind(1, run.id);
+      st->bind(2, run.owner_pid);
+      st->bind(3, run.owner_host);
+      st->bind(4, run.owner_start);
+      st->bind(5, run.owner_token);
+      st->bind(6, run.heartbeat_at_ms);
       st->exec();
     }
     for (const StepRow& step : steps) {
@@ -596,7 +617,7 @@ Status Store::SetRunOwner(const std::string& run_id, int64_t pid, const std::str
                           const std::string& start) {
   return Write(*impl_, db_path_, "recording a run's owner", [&]() -> Status {
     SQLite::Statement st(impl_->db,
-                         "UPDATE runs SET owner_pid = ?2, owner_host = ?3, owner_start = ?4 WHERE id = ?1");
+                         "UPDATE run_owners SET pid = ?2, host = ?3, start = ?4 WHERE run_id = ?1");
     st.bind(1, run_id);
     st.bind(2, pid);
     st.bind(3, host);
@@ -610,8 +631,8 @@ Result<int64_t> Store::TakeOver(const std::string& run_id, const OwnerChange& ch
   Status s = Transaction([&]() -> Status {
     return Write(*impl_, db_path_, "taking over a run", [&]() -> Status {
       SQLite::Statement st(impl_->db,
-                           "UPDATE runs SET owner_pid = ?3, owner_host = ?4, owner_start = ?5, "
-                           "owner_token = owner_token + 1, heartbeat_at = ?6 WHERE id = ?1 AND owner_token = ?2");
+                           "UPDATE run_owners SET pid = ?3, host = ?4, start = ?5, token = token + 1, "
+                           "heartbeat_at = ?6 WHERE run_id = ?1 AND token = ?2");
       st.bind(1, run_id);
       st.bind(2, change.expect_token);
       st.bind(3, change.pid);
@@ -645,10 +666,10 @@ Status Store::CheckOwner(const std::string& run_id, int64_t token) {
 
 Status Store::Heartbeat(const std::string& run_id, int64_t now_ms) {
   return Write(*impl_, db_path_, "recording a heartbeat", [&]() -> Status {
-    SQLite::Statement st(impl_->db, "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1");
-    st.bind(1, run_id);
-    st.bind(2, now_ms);
-    return NotFoundUnless(st.exec(), "run \"" + run_id + "\" in " + db_path_);
+    StatementUse st(*impl_->heartbeat);
+    st->bind(1, run_id);
+    st->bind(2, now_ms);
+    return NotFoundUnless(st->exec(), "owner of run \"" + run_id + "\" in " + db_path_);
   });
 }
 

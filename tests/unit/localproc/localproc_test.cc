@@ -629,8 +629,8 @@ std::string CappedLog(const std::string& all, uint64_t cap) {
 }
 
 /// A field of /proc/self/status in KiB (VmRSS, VmHWM); -1 when absent.
-long ProcStatusKib(const std::string& field) {
-  std::ifstream in("/proc/self/status");
+long ProcStatusKib(const std::string& field, const std::string& pid = "self") {
+  std::ifstream in("/proc/" + pid + "/status");
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
@@ -682,24 +682,31 @@ TEST(LocalProcTest, OutputExactlyAtTheCapIsKeptWhole) {
 
 TEST(LocalProcTest, FloodOnStdoutAndStderrAtOnceStaysBounded) {
   Instance in;
-  // Drop the peak RSS mark so VmHWM measures this test (best effort).
-  { std::ofstream("/proc/self/clear_refs") << "5"; }
+  // The supervisor drains the pipes: start it with a no-op, then measure it and us.
+  std::string handle;
+  ASSERT_EQ(in.Start(1, {{"true"}}, &handle), CRUCIBLE_STATUS_OK);
+  ASSERT_TRUE(in.Wait(1));
+  int sup = 0;
+  ASSERT_EQ(std::sscanf(handle.c_str(), "supervisor=%d", &sup), 1) << handle;
+  const std::string sup_pid = std::to_string(sup);
   long rss_before = ProcStatusKib("VmRSS");
+  long sup_before = ProcStatusKib("VmRSS", sup_pid);
   Step s{{"/bin/sh", "-c",
           "printf THE-START; head -c 100M /dev/zero & head -c 100M /dev/urandom >&2; wait; printf THE-END"}};
   s.log_cap = 1048576;
   auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(in.Start(1, s), CRUCIBLE_STATUS_OK);
-  auto r = in.Wait(1, 60000);
+  ASSERT_EQ(in.Start(2, s), CRUCIBLE_STATUS_OK);
+  auto r = in.Wait(2, 60000);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   long rss_after = ProcStatusKib("VmRSS");
-  long hwm = ProcStatusKib("VmHWM");
+  long sup_after = ProcStatusKib("VmRSS", sup_pid);
+  long sup_hwm = ProcStatusKib("VmHWM", sup_pid);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
   const uint64_t total = 200ull * 1048576 + 9 + 7;
   EXPECT_EQ(r->kept, 1048576u);
   EXPECT_EQ(r->dropped, total - r->kept);
-  std::string log = ReadFile(in.LogPath(1));
+  std::string log = ReadFile(in.LogPath(2));
   std::string marker = DropMarker(r->dropped);
   EXPECT_EQ(log.size(), 1048576u + marker.size());
   EXPECT_EQ(log.rfind("THE-START", 0), 0u);
@@ -707,9 +714,13 @@ TEST(LocalProcTest, FloodOnStdoutAndStderrAtOnceStaysBounded) {
   ASSERT_GE(log.size(), 7u);
   EXPECT_EQ(log.substr(log.size() - 7), "THE-END");
   ASSERT_GT(rss_before, 0);
-  EXPECT_LT(rss_after - rss_before, 4096) << "VmRSS grew from " << rss_before << " to " << rss_after << " KiB";
-  std::printf("flood of %llu bytes: %lld ms, VmRSS %ld -> %ld KiB, VmHWM %ld KiB\n",
-              static_cast<unsigned long long>(total), static_cast<long long>(ms), rss_before, rss_after, hwm);
+  ASSERT_GT(sup_before, 0);
+  EXPECT_LT(rss_after - rss_before, 4096) << "engine VmRSS grew from " << rss_before << " to " << rss_after << " KiB";
+  EXPECT_LT(sup_after - sup_before, 4096) << "supervisor VmRSS grew from " << sup_before << " to " << sup_after << " KiB";
+  EXPECT_LT(sup_hwm - sup_before, 4096) << "supervisor peak " << sup_hwm << " KiB";
+  std::printf("flood of %llu bytes: %lld ms; engine VmRSS %ld -> %ld KiB; supervisor VmRSS %ld -> %ld KiB, peak %ld KiB\n",
+              static_cast<unsigned long long>(total), static_cast<long long>(ms), rss_before, rss_after, sup_before,
+              sup_after, sup_hwm);
 }
 
 TEST(LocalProcTest, OneGiantLineWithoutNewlineKeepsHeadAndTail) {
