@@ -23,6 +23,10 @@ out=$(env -u CRUCIBLE_PLUGIN_PATH "$tmp/prefix/bin/crucible-engine" plugins)
 echo "$out"
 grep -q "localproc" <<<"$out"
 grep -q "$tmp/prefix/lib" <<<"$out"
+# ... and runs steps on it: its supervisor is installed beside it.
+test -x "$tmp/prefix/lib/crucible-engine/plugins/crucible-localproc-supervisor"
+env -u CRUCIBLE_PLUGIN_PATH "$tmp/prefix/bin/crucible-engine" run "$src/workflows/hello.toml" \
+  --state-dir "$tmp/installed-state" >/dev/null 2>&1
 
 # A third-party plugin through CRUCIBLE_PLUGIN_PATH, next to the shipped ones.
 out=$(CRUCIBLE_PLUGIN_PATH="$tmp/sample" "$tmp/prefix/bin/crucible-engine" plugins)
