@@ -1,6 +1,8 @@
 // See attempt_io.h.
 #include "attempt_io.h"
 
+#include "common/log_ring.h"
+
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
@@ -46,19 +48,6 @@ std::string ReadFile(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-bool WriteAll(int fd, const char* data, size_t len) {
-  while (len > 0) {
-    ssize_t n = ::write(fd, data, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
 }
 
 }  // namespace
@@ -247,30 +236,25 @@ CappedLog::~CappedLog() {
 }
 
 void CappedLog::Write(const char* data, size_t len) {
-  uint64_t room = cap_ > kept_ ? cap_ - kept_ : 0;
-  size_t take = static_cast<size_t>(std::min<uint64_t>(room, len));
-  dropped_ += len - take;
-  if (take == 0) return;
-  if (fd_ < 0) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) {
-      dropped_ += take;
-      return;
-    }
+  if (len == 0) return;
+  if (fd_ < 0 && !failed_) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    failed_ = fd_ < 0;
   }
-  if (WriteAll(fd_, data, take)) {
-    kept_ += take;
-  } else {
-    dropped_ += take;
+  if (failed_ || cap_ == 0 || !LogRing::Write(fd_, cap_, written_, data, len)) {
+    lost_ += len;
+    return;
   }
+  written_ += len;
 }
 
 void CappedLog::Finish() {
-  if (dropped_ > 0 && fd_ >= 0) {
-    std::string marker = "\n[crucible-engine: " + std::to_string(dropped_) + " bytes dropped]\n";
-    WriteAll(fd_, marker.data(), marker.size());
+  kept_ = std::min(written_, cap_);
+  dropped_ = written_ - kept_ + lost_;
+  if (fd_ >= 0) {
+    if (written_ > cap_) (void)LogRing::Finish(fd_, cap_, written_);
+    ::close(fd_);
   }
-  if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }
 

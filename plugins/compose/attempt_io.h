@@ -81,8 +81,10 @@ class ControlParser {
   bool in_output_ = false;
 };
 
-/// The attempt's log: created on the first byte, the first cap bytes kept,
-/// and a marker line with the count of dropped bytes at the end.
+/// The attempt's log: created on the first byte; within the cap, the output
+/// as written; beyond it, the first half of the cap, a marker line with the
+/// count of dropped bytes, and the last bytes written (common/log_ring.h: the
+/// tail is a ring inside the file, so a flood costs no memory).
 class CappedLog {
  public:
   CappedLog(std::string path, uint64_t cap) : path_(std::move(path)), cap_(cap) {}
@@ -90,8 +92,9 @@ class CappedLog {
   CappedLog(const CappedLog&) = delete;
   CappedLog& operator=(const CappedLog&) = delete;
   void Write(const char* data, size_t len);
-  /// Writes the marker (when bytes were dropped) and closes.
+  /// Puts head, marker and tail in order (when bytes were dropped) and closes.
   void Finish();
+  /// Bytes of output in the log and not in it; final once Finish() returned.
   uint64_t kept() const { return kept_; }
   uint64_t dropped() const { return dropped_; }
 
@@ -99,6 +102,9 @@ class CappedLog {
   std::string path_;
   uint64_t cap_;
   int fd_ = -1;
+  bool failed_ = false;   ///< the log could not be opened or written: the rest is dropped
+  uint64_t written_ = 0;  ///< output placed in the log (the ring's stream position)
+  uint64_t lost_ = 0;     ///< output that could not be written at all
   uint64_t kept_ = 0;
   uint64_t dropped_ = 0;
 };

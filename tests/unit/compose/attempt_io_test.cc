@@ -93,7 +93,7 @@ TEST(AttemptIoTest, ControlParserReadsPidExitOutputAndScrub) {
   EXPECT_FALSE(*r.scrub_ok);
 }
 
-TEST(AttemptIoTest, CappedLogKeepsTheHeadAndMarksWhatItDropped) {
+TEST(AttemptIoTest, CappedLogKeepsTheHeadAndTheTailAndMarksWhatItDropped) {
   char tmpl[] = "/tmp/crucible-log-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   std::string dir = tmpl;
@@ -111,7 +111,7 @@ TEST(AttemptIoTest, CappedLogKeepsTheHeadAndMarksWhatItDropped) {
   std::ifstream in(dir + "/a.log");
   std::stringstream s;
   s << in.rdbuf();
-  EXPECT_EQ(s.str(), "0123456789\n[crucible-engine: 3 bytes dropped]\n");
+  EXPECT_EQ(s.str(), "01234\n[crucible-engine: 3 bytes dropped]\n89abc");
   std::filesystem::remove_all(dir);
 }
 
