@@ -95,6 +95,7 @@ INSERT INTO run_owners (run_id, pid, host, start) SELECT id, owner_pid, owner_ho
 ALTER TABLE runs DROP COLUMN owner_pid;
 ALTER TABLE runs DROP COLUMN owner_host;
 ALTER TABLE runs DROP COLUMN owner_start;
+CREATE INDEX runs_by_end ON runs (ended_at);
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
