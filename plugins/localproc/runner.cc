@@ -4,9 +4,9 @@
 // Design:
 //   - Start() runs on the supervisor's one thread: it prepares the working
 //     directory, spawns the child (spawn.h) straight into a pooled cgroup slot
-//     (cgroups.h) and returns the handle "pid=P start=T pgid=G" at once. The
-//     executable is looked up in PATH here, once per argv[0] and PATH value,
-//     so the child (while the engine waits in vfork) execs the right file first.
+//     (cgroups.h). The executable is looked up in PATH here, once per argv[0]
+//     and PATH value, so the child (while the supervisor waits in vfork) execs
+//     the right file first.
 //   - Files cost more than processes: on ext4 without a journal, creating an
 //     inode scans past every inode deleted in the last seconds, so a no-op step
 //     that creates and deletes a directory and two files gets slower as the run
@@ -22,7 +22,7 @@
 //     the epoll timeout. When pidfd_open
 //     is unavailable (kernel < 5.3) the loop ticks every 5 ms and checks its
 //     children with waitid(WNOHANG | WNOWAIT) instead.
-//   - Output: one pipe per attempt carries stdout and stderr; the waiter
+//   - Output: one pipe per attempt carries stdout and stderr; the supervisor
 //     drains it into the log file, which keeps the head and the tail of the
 //     output within log_cap_bytes. This bounds disk use during a flood, which
 //     handing the child the log file could not, and costs a pipe and two epoll
@@ -32,9 +32,9 @@
 //     right after them, written with pwrite at (position - head) mod tail, so
 //     an output within the cap is the file exactly as written and a read costs
 //     one or two pwrites whatever the flood. Once the output outgrows the cap,
-//     the attempt's end (on the waiter, off the engine thread) puts the ring in
-//     order: it is copied in order past its end (copy_file_range, else pread/
-//     pwrite through the waiter's 64 KiB buffer), the marker line
+//     the attempt's end puts the ring in order (common/log_ring.h): it is
+//     copied in order past its end (copy_file_range, else pread/pwrite
+//     through a 64 KiB buffer), the marker line
 //     "\n[crucible-engine: N bytes dropped]\n" is written after the head and
 //     the ordered tail copied in behind it, in non-overlapping chunks, and the
 //     file cut to head + marker + tail: about 2 x cap/2 bytes copied in the
@@ -44,9 +44,10 @@
 //   - When the step's main process exits, whatever is left of its tree is
 //     killed (the step is over; nothing it started outlives it), the pipe is
 //     drained of what is already written (not waiting for EOF, which a killed
-//     grandchild might delay), the outputs file is read, the result is queued
-//     and host.Wake() called; then, off the engine's critical path, the
-//     working directory is recycled or removed (destroy waits for that too).
+//     grandchild might delay), the outputs file is read and the result handed
+//     to the supervisor (which sends it to the engine); then the cleaner
+//     thread recycles or removes the working directory (destruction waits
+//     for it).
 //   - Timeout and cancel: SIGTERM to the whole tree (process group plus every
 //     process in the cgroup slot, setsid ones included), then SIGKILL to the
 //     tree after a grace: kill_grace (default 5 s) for timeouts, the grace the
@@ -55,15 +56,14 @@
 //     limits approximated with RLIMIT_AS, cpu limits not enforced, and a child
 //     that calls setsid() escapes timeouts; describe() says so.
 //
-// Thread-safety: Start/Poll/Cancel/Capacity come from one engine thread; the
-// waiter thread owns the attempts once handed over; the queues between them
-// are guarded by mu_.
+// Thread-safety: everything runs on the supervisor's one thread, but for the
+// cleaner thread, which only empties finished working directories (through
+// WorkDirRecycler, whose pool is locked).
 #include <fcntl.h>
 #include <signal.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -159,7 +159,7 @@ std::optional<std::string> ReadCapped(const std::string& path, uint64_t cap) {
 /// Why an attempt is being stopped by us.
 enum class StopReason { kNone, kTimeout, kCancel };
 
-/// What the waiter keeps per running attempt.
+/// What the runner keeps per running attempt.
 struct Attempt {
   uint64_t key = 0;
   pid_t pid = -1;
@@ -199,8 +199,8 @@ struct Attempt {
 /// directory is removed as before instead. The pool holds at most kMaxSpares
 /// directories of each kind (empty; holding an upstream file) per parent.
 ///
-/// Thread-safety: every call locks the pool; Take runs on the engine thread,
-/// Recycle on the waiter.
+/// Thread-safety: every call locks the pool; Take runs on the supervisor's
+/// thread, Recycle on the cleaner.
 class WorkDirRecycler {
  public:
   static constexpr size_t kMaxSpares = 64;
@@ -374,7 +374,7 @@ class ExecutableCache {
   }
 
  private:
-  std::unordered_map<std::string, std::string> cache_;  ///< engine thread only
+  std::unordered_map<std::string, std::string> cache_;  ///< supervisor thread only
 };
 
 /// The environment steps start from: the engine's, as its plugin last sent it.

@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "compose_fixture.h"
+#include "shared_workflows.h"
 
 namespace crucible::testing {
 namespace {
@@ -57,32 +58,12 @@ shell = "echo x=42 >> \"$CRUCIBLE_OUTPUT\""
 id = "b"
 needs = ["a"]
 shell = "test {{steps.a.outputs.x}} = 42 && echo y={{steps.a.outputs.x}}1 >> \"$CRUCIBLE_OUTPUT\""
-
-[[steps]]
-id = "square"
-for_each = ["1", "2", "3"]
-shell = "echo v=$(( {{item}} * {{item}} )) >> \"$CRUCIBLE_OUTPUT\""
-
-[[steps]]
-id = "total"
-needs = ["square"]
-run = ["python3", "-c", """
-import json, os
-steps = json.load(open(os.environ['CRUCIBLE_UPSTREAM']))['steps']
-total = sum(int(s['outputs']['v']) for s in steps)
-ok = all(s['state'] == 'succeeded' for s in steps)
-open(os.environ['CRUCIBLE_OUTPUT'], 'a').write('n=%d\\ntotal=%d\\nok=%s\\n' % (len(steps), total, ok))
-"""]
-)");
+)" + std::string(kFanOutFanInSteps));
   EngineResult r = Engine({"run", wf, "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json status = Json(r.out);
   EXPECT_EQ(StepOf(status, "b")["outputs"]["y"], "421");
-  EXPECT_EQ(StepOf(status, "square[2]")["outputs"]["v"], "4");
-  nlohmann::json total = StepOf(status, "total");
-  EXPECT_EQ(total["outputs"]["n"], "3");
-  EXPECT_EQ(total["outputs"]["total"], "14");
-  EXPECT_EQ(total["outputs"]["ok"], "True");
+  ExpectFanOutFanIn(StepOf(status, "square[2]"), StepOf(status, "total"));
 }
 
 TEST_F(ComposeRunTest, InputsArriveInTheWorkingDirectoryAndScriptsThereCanRun) {

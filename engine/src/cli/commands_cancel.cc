@@ -66,7 +66,7 @@ std::optional<LocalHandle> ParseLocalHandle(const std::string& handle) {
 /// Stops a supervisor: on SIGTERM it stops its steps (SIGTERM, SIGKILL after
 /// its grace), records them and exits. True when it was running.
 bool StopSupervisor(const LocalHandle& h) {
-  if (ProcessGone(h.pid) || !SameStart(h.start, ProcessStartTime(h.pid))) return false;
+  if (!ProcessAlive(h.pid, h.start)) return false;
   ::kill(h.pid, SIGTERM);
   if (!PollUntil([&] { return ProcessGone(h.pid); }, Ms(60000))) ::kill(h.pid, SIGKILL);
   return true;
@@ -74,7 +74,7 @@ bool StopSupervisor(const LocalHandle& h) {
 
 /// Stops a step's process group (SIGTERM, then SIGKILL after a grace); true when it was running.
 bool StopGroup(const LocalHandle& h) {
-  if (ProcessGone(h.pid) || !SameStart(h.start, ProcessStartTime(h.pid))) return false;
+  if (!ProcessAlive(h.pid, h.start)) return false;
   ::kill(-h.pgid, SIGTERM);
   if (!PollUntil([&] { return ProcessGone(h.pid); }, Ms(2000))) {
     ::kill(-h.pgid, SIGKILL);
@@ -173,7 +173,7 @@ int CmdCancel(const GlobalOptions& g, const std::string& run_arg) {
                   std::to_string(run.owner_pid) + "): cancel it there");
     }
     pid_t owner = static_cast<pid_t>(run.owner_pid);
-    bool alive = !ProcessGone(owner) && SameStart(run.owner_start, ProcessStartTime(owner));
+    bool alive = ProcessAlive(owner, run.owner_start);
     if (alive) {
       if (::kill(owner, SIGTERM) != 0 && errno != ESRCH) {
         return Fail("cannot signal the engine of run " + run.id + " (pid " + std::to_string(owner) +

@@ -161,19 +161,20 @@ int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Stor
     return sched.Run();
   }();
   g_scheduler.store(nullptr);
-  if (!summary.ok() && summary.error().code == ErrorCode::kFenced) {
-    // Another engine owns the run now and follows its steps: leave without
-    // writing, and without stopping what the backends run (as a crash would).
-    std::cerr << "crucible-engine: error: " << summary.error().message << "\n" << std::flush;
-    std::_Exit(kExitFailed);
-  }
-  if (!summary.ok() && summary.error().code == ErrorCode::kStorageFull) {
-    // Nothing more can be recorded: leave the run as a crash would, its
-    // running steps to their backends, for `resume` to adopt once there is space.
-    std::cerr << "crucible-engine: error: run " << run_id << ": " << summary.error().message
-              << "\ncrucible-engine: the run is left as it is (steps still running go on); `crucible-engine resume "
-              << run_id << "` continues it once there is space\n"
-              << std::flush;
+  if (!summary.ok() &&
+      (summary.error().code == ErrorCode::kFenced || summary.error().code == ErrorCode::kStorageFull)) {
+    // Fenced: another engine owns the run now and follows its steps. Full:
+    // nothing more can be recorded. Either way, leave as a crash would:
+    // without writing and without stopping what the backends run.
+    std::cerr << "crucible-engine: error: ";
+    if (summary.error().code == ErrorCode::kFenced) {
+      std::cerr << summary.error().message << "\n";
+    } else {
+      std::cerr << "run " << run_id << ": " << summary.error().message
+                << "\ncrucible-engine: the run is left as it is (steps still running go on); `crucible-engine resume "
+                << run_id << "` continues it once there is space\n";
+    }
+    std::cerr << std::flush;
     std::_Exit(kExitFailed);
   }
   if (!summary.ok()) {
@@ -367,8 +368,9 @@ std::optional<ValidatedWorkflow> PlanStoredRun(store::Store& store, const store:
 /// Makes this process the run's owner (a new fencing token), or says why not:
 /// a live owner whose lease is fresh is never displaced; one whose lease
 /// expired (frozen, or on another host) only with force; a dead one at once.
-std::optional<int64_t> TakeOwnership(store::Store& store, const store::RunRow& run, bool force, int64_t lease_ms,
+std::optional<int64_t> TakeOwnership(store::Store& store, const store::RunRow& run, bool force, const char* verb,
                                      int* code) {
+  const int64_t lease_ms = LeaseMs();
   int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::system_clock::now().time_since_epoch())
                     .count();
@@ -407,7 +409,7 @@ std::optional<int64_t> TakeOwnership(store::Store& store, const store::RunRow& r
     return std::nullopt;
   }
   if (run.owner_pid > 0 && !self) {
-    std::cerr << "resume: took run " << run.id << " over from " << owner << " ("
+    std::cerr << verb << ": took run " << run.id << " over from " << owner << " ("
               << (alive ? "lease expired, forced" : "that engine is gone") << ")\n";
   }
   return *token;
@@ -426,15 +428,25 @@ scheduler::RunOptions StoredRunOptions(const std::string& run_id, int64_t token,
   return options;
 }
 
+/// Opens the state directory and finds the run `arg` names; the exit code when it cannot.
+std::optional<int> OpenStoredRun(const GlobalOptions& g, const std::string& arg, std::unique_ptr<store::Store>* store,
+                                 store::RunRow* run) {
+  Result<std::unique_ptr<store::Store>> opened = OpenExistingStore(g.state_dir);
+  if (!opened.ok()) return ReportRetryError(opened.error());
+  Result<store::RunRow> found = (*opened)->GetRun(arg);
+  if (!found.ok()) return ReportRetryError(found.error());
+  *store = std::move(*opened);
+  *run = std::move(*found);
+  return std::nullopt;
+}
+
 }  // namespace
 
 int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
-  Result<std::unique_ptr<store::Store>> opened = OpenExistingStore(g.state_dir);
-  if (!opened.ok()) return ReportRetryError(opened.error());
-  store::Store& store = **opened;
-  Result<store::RunRow> found = store.GetRun(a.run);
-  if (!found.ok()) return ReportRetryError(found.error());
-  store::RunRow run = std::move(*found);
+  std::unique_ptr<store::Store> opened;
+  store::RunRow run;
+  if (std::optional<int> failed = OpenStoredRun(g, a.run, &opened, &run)) return *failed;
+  store::Store& store = *opened;
   if (run.state != store::RunState::kFailed && run.state != store::RunState::kCancelled) {
     std::cerr << "crucible-engine: error: run " << run.id << " is " << store::ToString(run.state)
               << ": only a finished run that failed or was cancelled can be retried"
@@ -446,7 +458,7 @@ int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
   int code = 0;
   std::optional<ValidatedWorkflow> wf = PlanStoredRun(store, run, host, "retry", &code);
   if (!wf) return code;
-  std::optional<int64_t> token = TakeOwnership(store, run, false, LeaseMs(), &code);
+  std::optional<int64_t> token = TakeOwnership(store, run, false, "retry", &code);
   if (!token) return code;
 
   scheduler::RunOptions options = StoredRunOptions(run.id, *token, a.max_parallel, a.keep_work, *wf);
@@ -455,12 +467,10 @@ int CmdRetry(const GlobalOptions& g, const RetryArgs& a) {
 }
 
 int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
-  Result<std::unique_ptr<store::Store>> opened = OpenExistingStore(g.state_dir);
-  if (!opened.ok()) return ReportRetryError(opened.error());
-  store::Store& store = **opened;
-  Result<store::RunRow> found = store.GetRun(a.run);
-  if (!found.ok()) return ReportRetryError(found.error());
-  store::RunRow run = std::move(*found);
+  std::unique_ptr<store::Store> opened;
+  store::RunRow run;
+  if (std::optional<int> failed = OpenStoredRun(g, a.run, &opened, &run)) return *failed;
+  store::Store& store = *opened;
   if (run.state != store::RunState::kRunning && run.state != store::RunState::kInterrupted) {
     std::cerr << "crucible-engine: error: run " << run.id << " has finished (" << store::ToString(run.state)
               << "): nothing to resume"
@@ -468,7 +478,7 @@ int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
     return kExitUsage;
   }
   int code = 0;
-  std::optional<int64_t> token = TakeOwnership(store, run, a.force, LeaseMs(), &code);
+  std::optional<int64_t> token = TakeOwnership(store, run, a.force, "resume", &code);
   if (!token) return code;
   CRUCIBLE_CRASH_POINT("after-takeover");
   host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());

@@ -5,8 +5,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <cstring>
-#include <map>
 #include <string>
 
 namespace crucible {

@@ -194,11 +194,8 @@ struct Scheduler::Impl {
   Status Flush() {
     if (writes.empty()) return Ok{};
     auto status = store.Transaction([this]() -> Status {
-      // Fencing: an engine that lost the run (taken over while it was frozen) writes nothing.
-      if (token > 0) {
-        Status owned = store.CheckOwner(run_id, token);
-        if (!owned.ok()) return owned;
-      }
+      Status owned = CheckFence();
+      if (!owned.ok()) return owned;
       for (auto& w : writes) {
         Status s = w();
         if (!s.ok()) return s;
@@ -215,6 +212,10 @@ struct Scheduler::Impl {
     }
     return status;
   }
+
+  /// Fencing, inside a transaction: an engine that lost the run (taken over
+  /// while it was frozen) writes nothing.
+  Status CheckFence() { return token > 0 ? store.CheckOwner(run_id, token) : Status(Ok{}); }
 
   void QueueHeartbeat() {
     last_heartbeat_mono = clock.MonotonicMs();
@@ -894,15 +895,25 @@ struct Scheduler::Impl {
   /// outputs loaded, their dependents' needs counted as met), every other step
   /// goes back to pending with its attempt numbering continued, and the run row
   /// says running again. One transaction.
-  Status ReopenRun() {
+  /// A run as the store holds it, its steps checked against this plan.
+  struct Recorded {
+    std::vector<store::StepRow> steps;
+    std::vector<store::AttemptRow> attempts;
+    std::vector<store::OutputRow> outputs;
+    std::vector<std::vector<const store::AttemptRow*>> by_step;  ///< attempts per TaskId, by number
+  };
+
+  Result<Recorded> LoadRecorded() const {
     const size_t n = plan.step_count();
+    Recorded r;
     auto steps = store.GetSteps(run_id);
     if (!steps.ok()) return steps.error();
-    if (steps->size() != n) {
-      return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + " has " + std::to_string(steps->size()) +
-                                                " steps recorded, the plan " + std::to_string(n));
+    r.steps = std::move(*steps);
+    if (r.steps.size() != n) {
+      return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + " has " + std::to_string(r.steps.size()) +
+                                                        " steps recorded, the plan " + std::to_string(n));
     }
-    for (const store::StepRow& row : *steps) {
+    for (const store::StepRow& row : r.steps) {
       if (row.idx < 0 || static_cast<size_t>(row.idx) >= n || plan.step(row.idx).id != row.step_id) {
         return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + ": recorded step \"" + row.step_id +
                                                           "\" (index " + std::to_string(row.idx) + ") is not the plan's");
@@ -910,19 +921,34 @@ struct Scheduler::Impl {
     }
     auto attempts = store.GetAttempts(run_id, std::nullopt);
     if (!attempts.ok()) return attempts.error();
+    r.attempts = std::move(*attempts);
     auto outputs = store.GetOutputs(run_id);
     if (!outputs.ok()) return outputs.error();
-    std::vector<int> highest(n, 0);
-    for (const store::AttemptRow& a : *attempts) {
-      if (a.step_idx >= 0 && static_cast<size_t>(a.step_idx) < n) {
-        highest[a.step_idx] = std::max(highest[a.step_idx], a.number);
-      }
+    r.outputs = std::move(*outputs);
+    r.by_step.assign(n, {});
+    for (const store::AttemptRow& a : r.attempts) {
+      if (a.step_idx >= 0 && static_cast<size_t>(a.step_idx) < n) r.by_step[a.step_idx].push_back(&a);
     }
+    return r;
+  }
+
+  /// The highest attempt number a step has used, by its attempts and its row.
+  static int AttemptsUsed(const Recorded& r, const store::StepRow& row) {
+    int highest = row.attempts;
+    for (const store::AttemptRow* a : r.by_step[row.idx]) highest = std::max(highest, a->number);
+    return highest;
+  }
+
+  Status ReopenRun() {
+    const size_t n = plan.step_count();
+    Result<Recorded> loaded = LoadRecorded();
+    if (!loaded.ok()) return loaded.error();
+    const Recorded& rec = *loaded;
     std::vector<store::StepRow> reset;
-    for (const store::StepRow& row : *steps) {
+    for (const store::StepRow& row : rec.steps) {
       TaskId t = static_cast<TaskId>(row.idx);
       Task& task = tasks[t];
-      task.attempts = std::max(highest[t], row.attempts);
+      task.attempts = AttemptsUsed(rec, row);
       if (row.state == StepState::kSucceeded) {
         task.state = StepState::kSucceeded;
         task.exit_code = row.exit_code;
@@ -937,38 +963,23 @@ struct Scheduler::Impl {
       pending.exit_code = -1;
       reset.push_back(std::move(pending));
     }
-    for (const store::OutputRow& o : *outputs) {
+    for (const store::OutputRow& o : rec.outputs) {
       if (o.step_idx < 0 || static_cast<size_t>(o.step_idx) >= n) continue;
       Task& task = tasks[o.step_idx];
       if (task.state == StepState::kSucceeded) task.outputs.emplace_back(o.key, o.value);
     }
+    // The caller took the run over (Store::TakeOver recorded this process as its owner).
     return store.Transaction([&]() -> Status {
+      Status owned = CheckFence();
+      if (!owned.ok()) return owned;
       for (const store::StepRow& row : reset) {
         Status s = store.SetStepState(row);
         if (!s.ok()) return s;
         s = store.ClearOutputs(run_id, row.idx);
         if (!s.ok()) return s;
       }
-      Status s = store.SetRunOwner(run_id, ::getpid(), HostName(), ProcessStartTime(::getpid()));
-      if (!s.ok()) return s;
       return store.FinishRun(run_id, RunState::kRunning, 0, -1);
     });
-  }
-
-  /// Checks that the stored steps are this plan's.
-  Status CheckRecordedSteps(const std::vector<store::StepRow>& steps) const {
-    const size_t n = plan.step_count();
-    if (steps.size() != n) {
-      return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + " has " + std::to_string(steps.size()) +
-                                                        " steps recorded, the plan " + std::to_string(n));
-    }
-    for (const store::StepRow& row : steps) {
-      if (row.idx < 0 || static_cast<size_t>(row.idx) >= n || plan.step(row.idx).id != row.step_id) {
-        return MakeError(ErrorCode::kInvalidArgument, "run " + run_id + ": recorded step \"" + row.step_id +
-                                                          "\" (index " + std::to_string(row.idx) + ") is not the plan's");
-      }
-    }
-    return Ok{};
   }
 
   /// Continues a run whose engine died (`resume`): finished steps stay as
@@ -978,28 +989,17 @@ struct Scheduler::Impl {
   /// the recorded attempts. One transaction marks the run running again.
   Status ReopenRunning() {
     const size_t n = plan.step_count();
-    auto steps = store.GetSteps(run_id);
-    if (!steps.ok()) return steps.error();
-    Status recorded = CheckRecordedSteps(*steps);
-    if (!recorded.ok()) return recorded;
-    auto attempts = store.GetAttempts(run_id, std::nullopt);
-    if (!attempts.ok()) return attempts.error();
-    auto outputs = store.GetOutputs(run_id);
-    if (!outputs.ok()) return outputs.error();
-    std::vector<std::vector<const store::AttemptRow*>> by_step(n);
-    for (const store::AttemptRow& a : *attempts) {
-      if (a.step_idx >= 0 && static_cast<size_t>(a.step_idx) < n) by_step[a.step_idx].push_back(&a);
-    }
+    Result<Recorded> loaded = LoadRecorded();
+    if (!loaded.ok()) return loaded.error();
+    const Recorded& rec = *loaded;
     adopt_items.assign(backends.size(), {});
     std::vector<store::AttemptRow> stale;
     int64_t now = clock.NowMs();
-    for (const store::StepRow& row : *steps) {
+    for (const store::StepRow& row : rec.steps) {
       TaskId t = static_cast<TaskId>(row.idx);
       Task& task = tasks[t];
-      const auto& mine = by_step[t];
-      int highest = 0;
-      for (const store::AttemptRow* a : mine) highest = std::max(highest, a->number);
-      task.attempts = std::max(highest, row.attempts);
+      const auto& mine = rec.by_step[t];
+      task.attempts = AttemptsUsed(rec, row);
       task.exit_code = row.exit_code;
       switch (row.state) {
         case StepState::kSucceeded:
@@ -1061,12 +1061,12 @@ struct Scheduler::Impl {
         }
       }
     }
-    for (const store::OutputRow& o : *outputs) {
+    for (const store::OutputRow& o : rec.outputs) {
       if (o.step_idx < 0 || static_cast<size_t>(o.step_idx) >= n) continue;
       tasks[o.step_idx].outputs.emplace_back(o.key, o.value);
     }
     return store.Transaction([&]() -> Status {
-      Status owned = store.CheckOwner(run_id, token);
+      Status owned = CheckFence();
       if (!owned.ok()) return owned;
       for (const store::AttemptRow& a : stale) {
         Status w = store.FinishAttempt(a);

@@ -628,27 +628,24 @@ Status Store::SetRunOwner(const std::string& run_id, int64_t pid, const std::str
 }
 
 Result<int64_t> Store::TakeOver(const std::string& run_id, const OwnerChange& change) {
-  int64_t token = 0;
-  Status s = Transaction([&]() -> Status {
-    return Write(*impl_, db_path_, "taking over a run", [&]() -> Status {
-      SQLite::Statement st(impl_->db,
-                           "UPDATE run_owners SET pid = ?3, host = ?4, start = ?5, token = token + 1, "
-                           "heartbeat_at = ?6 WHERE run_id = ?1 AND token = ?2");
-      st.bind(1, run_id);
-      st.bind(2, change.expect_token);
-      st.bind(3, change.pid);
-      st.bind(4, change.host);
-      st.bind(5, change.start);
-      st.bind(6, change.now_ms);
-      if (st.exec() == 0) {
-        return MakeError(ErrorCode::kBusy, "run " + run_id + " changed owner meanwhile; look at it again");
-      }
-      token = change.expect_token + 1;
-      return Ok{};
-    });
+  // One UPDATE, conditional on the token: it is its own transaction.
+  Status s = Write(*impl_, db_path_, "taking over a run", [&]() -> Status {
+    SQLite::Statement st(impl_->db,
+                         "UPDATE run_owners SET pid = ?3, host = ?4, start = ?5, token = token + 1, "
+                         "heartbeat_at = ?6 WHERE run_id = ?1 AND token = ?2");
+    st.bind(1, run_id);
+    st.bind(2, change.expect_token);
+    st.bind(3, change.pid);
+    st.bind(4, change.host);
+    st.bind(5, change.start);
+    st.bind(6, change.now_ms);
+    if (st.exec() == 0) {
+      return MakeError(ErrorCode::kBusy, "run " + run_id + " changed owner meanwhile; look at it again");
+    }
+    return Ok{};
   });
   if (!s.ok()) return s.error();
-  return token;
+  return change.expect_token + 1;
 }
 
 Status Store::CheckOwner(const std::string& run_id, int64_t token) {
