@@ -189,11 +189,8 @@ void ControlParser::Feed(const char* data, size_t len) {
     if (in_output_) {
       size_t take = static_cast<size_t>(std::min<uint64_t>(len, output_left_));
       report_.output->append(data, take);
-      data += take;
-      len -= take;
       output_left_ -= take;
-      if (output_left_ == 0) in_output_ = false;
-      continue;
+      return;
     }
     const char* nl = static_cast<const char*>(std::memchr(data, '\n', len));
     if (nl == nullptr) {
@@ -213,15 +210,18 @@ void ControlParser::Line(const std::string& line) {
   std::istringstream in(line);
   std::string word;
   in >> word;
-  if (word == "crucible-pid") {
+  if (word == "crucible-of") {
+    report_.label = line.size() > word.size() + 1 ? line.substr(word.size() + 1) : "";
+  } else if (word == "crucible-pid") {
     in >> report_.supervisor_pid >> report_.step_pid;
+  } else if (word == "crucible-alive") {
+    report_.alive = true;
   } else if (word == "crucible-exit") {
     report_.exited = true;
-    in >> report_.rc >> report_.why >> report_.oom_before >> report_.oom_after;
+    in >> report_.rc >> report_.signal >> report_.why >> report_.oom_before >> report_.oom_after;
   } else if (word == "crucible-output") {
-    in >> output_left_;
     report_.output = std::string();
-    in_output_ = output_left_ > 0;
+    in_output_ = true;
   } else if (word == "crucible-scrub") {
     std::string state;
     in >> state;

@@ -53,13 +53,16 @@ class FrameDemux {
   int stream_ = 0;
 };
 
-/// The supervisor's control channel, parsed.
+/// The supervisor's control channel (supervisor.sh), or its report read back, parsed.
 struct ControlReport {
+  std::string label;  ///< crucible:RUN/STEP#N, from the report file
   long supervisor_pid = 0;
   long step_pid = 0;
+  bool alive = false;  ///< the read-back found the supervisor running
   bool setup_failed = false;
   bool exited = false;
-  int rc = -1;
+  int rc = -1;      ///< the step's exit code; -1 when a signal ended it
+  int signal = 0;   ///< the signal that ended it (rc -1); 0 with rc -1: unknown
   std::string why;  ///< none, timeout, cancelled
   long oom_before = 0;
   long oom_after = 0;
@@ -67,8 +70,10 @@ struct ControlReport {
   std::optional<bool> scrub_ok;
 };
 
+/// Lines, then, after "crucible-output", the output bytes to the end (at most max_output).
 class ControlParser {
  public:
+  explicit ControlParser(uint64_t max_output = 1 << 20) : output_left_(max_output) {}
   void Feed(const char* data, size_t len);
   const ControlReport& report() const { return report_; }
   bool has_pid() const { return report_.supervisor_pid > 0; }
@@ -77,7 +82,7 @@ class ControlParser {
   void Line(const std::string& line);
   ControlReport report_;
   std::string line_;
-  uint64_t output_left_ = 0;
+  uint64_t output_left_;
   bool in_output_ = false;
 };
 

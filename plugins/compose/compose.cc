@@ -72,6 +72,8 @@ using nlohmann::json;
 
 constexpr const char* kOutputFile = ".crucible-output";
 constexpr const char* kUpstreamFile = "crucible-upstream.json";
+/// What a report read back may carry of an output (the engine caps it lower).
+constexpr uint64_t kMaxOutputBytes = 1 << 20;
 
 int64_t NowEpochMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -90,6 +92,9 @@ struct Attempt {
   uint64_t log_cap = 0;
   int64_t timeout_ms = 0;
   std::atomic<bool> cancel{false};
+  /// Started by an earlier engine: followed through its report, not its stream.
+  bool adopted = false;
+  std::string label;
 };
 
 /// One executor container and its worker.
@@ -99,6 +104,7 @@ struct Executor {
   bool busy = false;     ///< leased (an attempt is assigned or running)
   bool healthy = true;   ///< false while lost and not yet replaced
   bool replace = false;  ///< asks the worker to replace its lost container
+  bool restart = false;  ///< asks the worker to restart it (left by an engine that died, not adopted)
   std::shared_ptr<Attempt> attempt;
   int wake_fd = -1;
   std::thread thread;
@@ -138,20 +144,21 @@ class ComposeBackend : public sdk::Backend {
         executors_.push_back(std::move(ex));
       }
     }
+    // An engine that died left its executors as they were: a step may still
+    // run in one. They stay leased until Adopt() has taken what it follows
+    // and the rest is restarted (CloseAdoption).
+    adopt_open_ = abandoned;
     for (auto& ex : executors_) {
       Executor* e = ex.get();
-      // An engine that died left its executors as they were: a step may still run in one.
       e->busy = abandoned;
-      e->thread = std::thread([this, e, abandoned] {
-        if (abandoned) Restart(*e);
-        WorkerLoop(*e);
-      });
+      e->thread = std::thread([this, e] { WorkerLoop(*e); });
     }
     host_.Log(CRUCIBLE_LOG_DEBUG, "compose: pool up project=" + config_.project + " executors=" +
                                      std::to_string(executors_.size()));
   }
 
   ~ComposeBackend() override {
+    CloseAdoption();
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
@@ -170,6 +177,7 @@ class ComposeBackend : public sdk::Backend {
   }
 
   int64_t Capacity() override {
+    if (adopt_open_) CloseAdoption();
     std::lock_guard<std::mutex> lock(mu_);
     int64_t n = 0;
     bool any_alive = false;
@@ -182,6 +190,7 @@ class ComposeBackend : public sdk::Backend {
   }
 
   std::string Start(const sdk::Launch& launch) override {
+    if (adopt_open_) CloseAdoption();
     const ServiceInfo* service = config_.ServiceFor(launch.image);
     if (service == nullptr) throw std::runtime_error("no service of the compose pool runs image " + launch.image);
     Executor* ex = nullptr;
@@ -217,8 +226,8 @@ class ComposeBackend : public sdk::Backend {
       for (const auto& in : launch.inputs) entries.push_back({a->name + "/" + in.dest, in.source, "", 0644});
       std::string launch_script = BuildLaunchScript(launch.timeout_ms, config_.kill_grace_ms,
                                                     launch.output_cap_bytes + 1, launch.argv, env);
-      json cmd = json::array({"/bin/sh", "-c", std::string(kSupervisorScript), "crucible-supervisor",
-                              config_.work_root, a->name});
+      a->label = Label(launch.step_id, launch.attempt);
+      json cmd = json::array({"/bin/sh", "-c", std::string(kSupervisorScript), a->label, config_.work_root, a->name});
       if (entries.empty() && IsValidUtf8(launch_script)) {
         cmd.push_back(launch_script);  // nothing to unpack: the launch script travels in the command
       } else {
@@ -276,7 +285,129 @@ class ComposeBackend : public sdk::Backend {
     Wake(*ex);
   }
 
+  /// Finds each attempt by its label in the executors' reports (the handle's
+  /// container is not needed: an attempt whose handle was never recorded is
+  /// found all the same). A supervisor still running is followed by its
+  /// executor's worker; one that ended has its report turned into the result.
+  bool Adopt(const std::vector<sdk::AdoptItem>& items) override {
+    std::map<std::string, const sdk::AdoptItem*> wanted;
+    for (const auto& item : items) wanted[Label(item.step_id, item.attempt)] = &item;
+    std::set<uint64_t> taken;
+    if (adopt_open_) {
+      for (auto& ex : executors_) {
+        std::optional<ControlReport> report = ReadReport(api_, *ex);
+        if (!report) continue;
+        auto it = wanted.find(report->label);
+        if (it == wanted.end() || taken.count(it->second->attempt_key)) continue;
+        auto a = std::make_shared<Attempt>();
+        a->key = it->second->attempt_key;
+        a->adopted = true;
+        a->label = report->label;
+        taken.insert(a->key);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ex->attempt = a;
+          attempts_[a->key] = ex.get();
+        }
+        host_.Log(CRUCIBLE_LOG_DEBUG, "compose: adopted " + a->label + " in executor " + ex->container.substr(0, 12));
+      }
+      work_cv_.notify_all();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& item : items) {
+        if (taken.count(item.attempt_key)) continue;
+        sdk::Result r;
+        r.attempt_key = item.attempt_key;
+        r.outcome = CRUCIBLE_OUTCOME_FAILED;
+        r.reason = CRUCIBLE_REASON_LOST;
+        r.message = "no executor of compose pool " + config_.project + " holds it any more (restarted, or used by "
+                    "another engine since)";
+        done_.push_back(std::move(r));
+      }
+    }
+    done_cv_.notify_all();
+    host_.Wake();
+    CloseAdoption();
+    return true;
+  }
+
  private:
+  /// The attempt's name in its supervisor's report: crucible:RUN/STEP#N, one line.
+  std::string Label(const std::string& step_id, uint32_t attempt) const {
+    std::string label = "crucible:" + host_.run_id() + "/" + step_id + "#" + std::to_string(attempt);
+    for (char& c : label) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    return label;
+  }
+
+  /// Restarts every executor an engine that died left and Adopt() did not take.
+  void CloseAdoption() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!adopt_open_) return;
+      adopt_open_ = false;
+      for (auto& e : executors_) {
+        if (!e->attempt) e->restart = true;
+      }
+    }
+    work_cv_.notify_all();
+  }
+
+  /// The executor's report of its last attempt (supervisor.sh), read by an
+  /// exec: the lines, "crucible-alive" when its supervisor still runs, and
+  /// the output once it ended. nullopt when it could not be read.
+  std::optional<ControlReport> ReadReport(DockerApi& api, const Executor& ex) {
+    static const char* kRead = R"(w=$1; c=$3; r=$w/.crucible-report; o=$w/$2/.crucible-output
+[ -f "$r" ] || exit 0
+x=0
+while IFS= read -r l; do
+  printf '%s
+' "$l"
+  case $l in
+    "crucible-pid "*) p=${l#crucible-pid }; p=${p%% *}; kill -0 "$p" 2>/dev/null && echo crucible-alive ;;
+    "crucible-exit "*) x=1 ;;
+  esac
+done <"$r"
+if [ $x = 1 ] && [ -s "$o" ]; then echo crucible-output; head -c "$c" "$o"; fi
+)";
+    try {
+      json body = {{"AttachStdin", false},
+                   {"AttachStdout", true},
+                   {"AttachStderr", false},
+                   {"Tty", false},
+                   {"User", config_.step_user},
+                   {"Cmd", {"/bin/sh", "-c", kRead, "crucible-read", config_.work_root, "attempt",
+                            std::to_string(kMaxOutputBytes)}}};
+      HttpResponse r = api.Request("POST", "/containers/" + ex.container + "/exec", body.dump());
+      json created = ParseJson(r.body);
+      if (r.status != 201 || !created.is_object() || !created.contains("Id")) return std::nullopt;
+      std::unique_ptr<RawStream> s =
+          api.Hijack("/exec/" + created["Id"].get<std::string>() + "/start", R"({"Detach":false,"Tty":false})");
+      ControlParser control;
+      FrameDemux demux([&](int stream, const char* data, size_t len) {
+        if (stream == 1) control.Feed(data, len);
+      });
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      char buf[16384];
+      for (;;) {
+        ssize_t got = s->Recv(buf, sizeof buf);
+        if (got > 0) {
+          demux.Feed(buf, static_cast<size_t>(got));
+          continue;
+        }
+        if (got == 0) break;
+        if (got == -2 || std::chrono::steady_clock::now() > deadline) return std::nullopt;
+        pollfd pfd = {s->fd(), POLLIN, 0};
+        (void)::poll(&pfd, 1, 1000);
+      }
+      return control.report();
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+
   static void Wake(Executor& ex) {
     uint64_t one = 1;
     if (ex.wake_fd >= 0) (void)!::write(ex.wake_fd, &one, sizeof one);
@@ -332,10 +463,14 @@ class ComposeBackend : public sdk::Backend {
       std::ifstream in(owner_path_);
       long pid = 0;
       in >> pid;
-      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-      std::string name;
-      comm >> name;
-      if (pid > 0 && pid != ::getpid() && name.rfind("crucible-engin", 0) == 0) {  // comm holds 15 bytes
+      // A live engine: comm holds 15 bytes of the name; a zombie (killed, not yet reaped) is gone.
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      size_t open = line.find('('), close = line.rfind(')');
+      bool engine = open != std::string::npos && close != std::string::npos && close + 2 < line.size() &&
+                    line.compare(open + 1, 14, "crucible-engin") == 0 && line[close + 2] != 'Z';
+      if (pid > 0 && pid != ::getpid() && engine) {
         throw std::runtime_error("compose pool " + config_.project + " is in use by crucible-engine pid " +
                                  std::to_string(pid) + " (" + owner_path_ + ")");
       }
@@ -465,7 +600,13 @@ class ComposeBackend : public sdk::Backend {
       std::shared_ptr<Attempt> a;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        work_cv_.wait(lock, [&] { return stopping_ || ex.attempt != nullptr || ex.replace; });
+        work_cv_.wait(lock, [&] { return stopping_ || ex.attempt != nullptr || ex.replace || ex.restart; });
+        if (ex.restart && ex.attempt == nullptr) {
+          ex.restart = false;
+          lock.unlock();
+          Restart(ex);
+          continue;
+        }
         if (stopping_ && ex.attempt == nullptr) return;
         if (ex.replace && ex.attempt == nullptr) {
           ex.replace = false;
@@ -481,7 +622,7 @@ class ComposeBackend : public sdk::Backend {
       }
       bool lost = false;
       bool dirty = false;
-      sdk::Result result = Run(api, ex, *a, &lost, &dirty);
+      sdk::Result result = a->adopted ? Follow(api, ex, *a, &lost, &dirty) : Run(api, ex, *a, &lost, &dirty);
       if (!lost && (dirty || config_.recycle)) {
         // Restarting empties the executor's tmpfs mounts and ends every process in it.
         try {
@@ -658,7 +799,15 @@ class ComposeBackend : public sdk::Backend {
       }
       return r;
     }
+    Classify(c, r);
+    return r;
+  }
+
+  /// The result of an attempt whose supervisor reported its end.
+  static void Classify(const ControlReport& c, sdk::Result& r) {
     r.outputs_text = c.output;
+    r.exit_code = c.rc;
+    r.signal = c.rc < 0 ? c.signal : 0;
     if (c.why == "cancelled") {
       r.outcome = CRUCIBLE_OUTCOME_CANCELLED;
       r.reason = CRUCIBLE_REASON_CANCELLED;
@@ -672,20 +821,66 @@ class ComposeBackend : public sdk::Backend {
     } else if (c.rc == 0) {
       r.outcome = CRUCIBLE_OUTCOME_SUCCEEDED;
       r.reason = CRUCIBLE_REASON_NONE;
-    } else if (c.rc > 128) {
+    } else if (c.rc > 0) {
+      r.outcome = CRUCIBLE_OUTCOME_FAILED;
+      r.reason = CRUCIBLE_REASON_EXITED;
+    } else if (c.signal > 0) {
       r.outcome = CRUCIBLE_OUTCOME_FAILED;
       r.reason = CRUCIBLE_REASON_SIGNALED;
     } else {
       r.outcome = CRUCIBLE_OUTCOME_FAILED;
-      r.reason = CRUCIBLE_REASON_EXITED;
+      r.reason = CRUCIBLE_REASON_BACKEND_ERROR;
+      r.message = "the executor's shell did not tell how the step ended";
     }
-    if (c.rc > 128) {
-      r.exit_code = -1;
-      r.signal = c.rc - 128;
-    } else {
-      r.exit_code = c.rc;
+  }
+
+  /// Follows an attempt an earlier engine started: its stream is gone (what
+  /// the step wrote since is not in its log), so its supervisor's report is
+  /// read every half second until the attempt has ended and been scrubbed.
+  sdk::Result Follow(DockerApi& api, Executor& ex, Attempt& a, bool* lost, bool* dirty) {
+    sdk::Result r;
+    r.attempt_key = a.key;
+    bool cancel_sent = false;
+    bool following = false;
+    for (int unreadable = 0;;) {
+      std::optional<ControlReport> c = ReadReport(api, ex);
+      if (!c || c->label != a.label) {
+        if (c || ++unreadable >= 3 || !ContainerRunning(api, ex.container)) {
+          *lost = !ContainerRunning(api, ex.container);
+          *dirty = true;
+          r.outcome = CRUCIBLE_OUTCOME_FAILED;
+          r.reason = CRUCIBLE_REASON_LOST;
+          r.message = "executor " + ex.container.substr(0, 12) + " no longer reports the attempt";
+          return r;
+        }
+      } else if (c->exited && (c->scrub_ok.has_value() || !c->alive)) {
+        if (!c->scrub_ok.value_or(false)) *dirty = true;
+        Classify(*c, r);
+        r.ended_at_ms = NowEpochMs();
+        return r;
+      } else if (!c->alive) {
+        *dirty = true;
+        r.outcome = CRUCIBLE_OUTCOME_FAILED;
+        r.reason = CRUCIBLE_REASON_LOST;
+        r.message = "its supervisor in executor " + ex.container.substr(0, 12) +
+                    " ended without a status while no engine followed it";
+        return r;
+      } else {
+        if (!following) {
+          following = true;
+          host_.Log(CRUCIBLE_LOG_DEBUG, "compose: following " + a.label + " (its supervisor still runs)");
+        }
+        if (a.cancel && !cancel_sent) {
+          SendCancel(api, ex, c->supervisor_pid);
+          cancel_sent = true;
+        }
+      }
+      pollfd pfd = {ex.wake_fd, POLLIN, 0};
+      if (::poll(&pfd, 1, a.cancel && !cancel_sent ? 0 : 500) > 0) {
+        uint64_t v;
+        (void)!::read(ex.wake_fd, &v, sizeof v);
+      }
     }
-    return r;
   }
 
   sdk::Host host_;
@@ -701,6 +896,7 @@ class ComposeBackend : public sdk::Backend {
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   bool stopping_ = false;
+  std::atomic<bool> adopt_open_{false};  ///< executors an engine that died left wait for Adopt()
   std::vector<sdk::Result> done_;
   std::map<uint64_t, Executor*> attempts_;
 };

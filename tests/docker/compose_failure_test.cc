@@ -12,17 +12,6 @@ namespace {
 
 using ComposeFailureTest = ComposeTest;
 
-/// What `docker top` lists in the project's containers.
-std::string TopOf(const std::string& ids) {
-  std::string out;
-  std::istringstream in(ids);
-  std::string id;
-  while (std::getline(in, id)) {
-    if (!id.empty()) out += Shell("docker top " + id + " -o pid,args");
-  }
-  return out;
-}
-
 TEST_F(ComposeFailureTest, TimeoutFailsTheStepAndLeavesNoProcessOfItInTheExecutor) {
   std::string wf = Write("timeout.toml", Header("slow", "replicas = 1\nkeep_warm = true\nkill_grace = \"1s\"") + R"(
 [[steps]]
@@ -140,7 +129,7 @@ run = ["python3", "-c", "print('after')"]
 }
 
 TEST_F(ComposeFailureTest, AStepKilledByASignalIsSignaledAndAnExitCodeIsExited) {
-  std::string wf = Write("sig.toml", Header("sig", "replicas = 2") + R"(
+  std::string wf = Write("sig.toml", Header("sig", "replicas = 4") + R"(
 [[steps]]
 id = "killed"
 shell = "kill -KILL $$"
@@ -148,6 +137,14 @@ shell = "kill -KILL $$"
 [[steps]]
 id = "exits"
 shell = "exit 42"
+
+[[steps]]
+id = "exits_high"
+shell = "exit 137"
+
+[[steps]]
+id = "segv"
+shell = "kill -SEGV $$"
 )");
   EngineResult r = Engine({"run", wf, "--json"});
   ASSERT_EQ(r.exit_code, 1) << r.err;
@@ -156,6 +153,10 @@ shell = "exit 42"
   EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(failed killed attempt=1 signal=9 reason=signaled)"))) << r.err;
   EXPECT_EQ(StepOf(status, "exits")["reason"], "exited");
   EXPECT_EQ(StepOf(status, "exits")["exit_code"], 42);
+  EXPECT_EQ(StepOf(status, "exits_high")["reason"], "exited") << "an exit code above 128 is not a signal";
+  EXPECT_EQ(StepOf(status, "exits_high")["exit_code"], 137);
+  EXPECT_EQ(StepOf(status, "segv")["reason"], "signaled");
+  EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(failed segv attempt=1 signal=11 reason=signaled)"))) << r.err;
 }
 
 TEST_F(ComposeFailureTest, AnExecutorKilledMidStepIsLostRetriedWithoutChargingRetriesAndReplaced) {

@@ -10,6 +10,7 @@
 
 #include <cctype>
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 #include "integration_fixture.h"
@@ -26,6 +27,17 @@ inline std::string Shell(const std::string& command, int* status = nullptr) {
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int rc = ::pclose(p);
   if (status) *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return out;
+}
+
+/// What `docker top` lists in the containers `ids` (one a line).
+inline std::string TopOf(const std::string& ids) {
+  std::string out;
+  std::istringstream in(ids);
+  std::string id;
+  while (std::getline(in, id)) {
+    if (!id.empty()) out += Shell("docker top " + id + " -o pid,args");
+  }
   return out;
 }
 

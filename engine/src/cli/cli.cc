@@ -8,6 +8,9 @@
 #include <memory>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/cfg/env.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 
@@ -41,6 +44,11 @@ struct Verb {
 }  // namespace
 
 int RunCli(int argc, char** argv) {
+  // The log goes to stderr with the events: stdout carries what a command
+  // prints (--json among it). SPDLOG_LEVEL=debug shows the engine's and its
+  // plugins' debug log.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("crucible"));
+  spdlog::cfg::load_env_levels();
   CLI::App app{"crucible-engine: runs workflows of steps described in TOML, on pluggable backends.",
                "crucible-engine"};
   app.set_version_flag("--version", CRUCIBLE_VERSION);

@@ -80,6 +80,11 @@ int CmdPrune(const GlobalOptions& g, const PruneArgs& a);
 /// Cancels a run from another process: through its live engine (SIGTERM), or,
 /// where that engine is gone, by stopping its step processes and recording the cancel.
 int CmdCancel(const GlobalOptions& g, const std::string& run);
+/// For `cancel` of a run whose engine is gone and whose steps only their
+/// backend can stop: takes the run over as `resume` does, has the backends
+/// adopt what runs, cancels it at once and records the end. The exit code of
+/// the run (130 once cancelled).
+int CancelThroughBackends(const GlobalOptions& g, const std::string& run_id);
 
 }  // namespace crucible::cli
 

@@ -1,13 +1,16 @@
 // `cancel RUN`: stops a run from another process. A live engine is sent SIGTERM
-// (it cancels, records `cancelled`, exits 130); where the engine is gone, the
+// (it cancels, records `cancelled`, exits 130). Where the engine is gone, the
 // run's local step processes are found through their handles and stopped, and
-// the cancel is recorded here.
+// the cancel is recorded here; steps of other backends (containers, Jobs) are
+// stopped by those backends: the run is taken over as `resume` would, what
+// runs is adopted and cancelled at once (CancelThroughBackends).
 #include <signal.h>
 #include <sys/types.h>
 
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <map>
 #include <set>
 #include <chrono>
 #include <cstdio>
@@ -141,6 +144,22 @@ int CancelOrphaned(store::Store& store, const store::RunRow& run) {
   return kExitOk;
 }
 
+/// Whether an attempt still recorded running belongs to a backend other than
+/// localproc, whose processes this command cannot stop itself.
+bool NeedsBackends(store::Store& store, const store::RunRow& run) {
+  Result<std::vector<store::AttemptRow>> attempts = store.GetAttempts(run.id, std::nullopt);
+  Result<std::vector<store::StepRow>> steps = store.GetSteps(run.id);
+  if (!attempts.ok() || !steps.ok()) return false;
+  std::map<int, std::string> backend;
+  for (const store::StepRow& step : *steps) backend[step.idx] = step.backend;
+  for (const store::AttemptRow& a : *attempts) {
+    if (a.state != "running") continue;
+    auto it = backend.find(a.step_idx);
+    if (it != backend.end() && it->second != "localproc" && !ParseLocalHandle(a.handle)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int CmdCancel(const GlobalOptions& g, const std::string& run_arg) {
@@ -195,6 +214,12 @@ int CmdCancel(const GlobalOptions& g, const std::string& run_arg) {
       }
       // It died without recording the end: finish the job from here.
     }
+  }
+  if (NeedsBackends(store, run)) {
+    int code = CancelThroughBackends(g, run.id);
+    if (code != kExitRunCancelled) return code == kExitOk ? kExitFailed : code;
+    std::cout << "cancelled run " << run.id << " (its engine was gone; its backends stopped its steps)\n";
+    return kExitOk;
   }
   return CancelOrphaned(store, run);
 }

@@ -121,7 +121,7 @@ plan::PlanOptions ToPlanOptions(const WorkflowArgs& a) {
 /// the --json status. Returns the exit code.
 int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Store& store, const plan::Plan& plan,
                const std::map<std::string, std::vector<host::OptionValue>>& backend_options,
-               scheduler::RunOptions options, bool json) {
+               scheduler::RunOptions options, bool json, bool cancel_at_once = false) {
   const std::string run_id = options.run_id;
   StopSignals signals;
   scheduler::Waker waker;
@@ -154,7 +154,7 @@ int ExecuteRun(const GlobalOptions& g, const host::PluginHost& host, store::Stor
 
   scheduler::Scheduler sched(plan, store, backends, clock, waker, &reporter, std::move(options));
   g_scheduler.store(&sched);
-  if (g_signalled) sched.RequestCancel();
+  if (g_signalled || cancel_at_once) sched.RequestCancel();
   Result<scheduler::RunSummary> summary = [&] {
     std::unique_ptr<Ticker> ticker;
     if (progress.live) ticker = std::make_unique<Ticker>(waker, std::chrono::milliseconds(100));
@@ -488,6 +488,22 @@ int CmdResume(const GlobalOptions& g, const ResumeArgs& a) {
   scheduler::RunOptions options = StoredRunOptions(run.id, *token, a.max_parallel, a.keep_work, *wf);
   options.resume_running = true;
   return ExecuteRun(g, host, store, wf->plan, wf->backend_options, std::move(options), a.json);
+}
+
+int CancelThroughBackends(const GlobalOptions& g, const std::string& run_id) {
+  std::unique_ptr<store::Store> opened;
+  store::RunRow run;
+  if (std::optional<int> failed = OpenStoredRun(g, run_id, &opened, &run)) return *failed;
+  store::Store& store = *opened;
+  int code = 0;
+  std::optional<int64_t> token = TakeOwnership(store, run, false, "cancel", &code);
+  if (!token) return code;
+  host::PluginHost host = host::PluginHost::Load(host::PluginHost::DefaultSearchPath());
+  std::optional<ValidatedWorkflow> wf = PlanStoredRun(store, run, host, "cancel", &code);
+  if (!wf) return code;
+  scheduler::RunOptions options = StoredRunOptions(run.id, *token, 0, false, *wf);
+  options.resume_running = true;
+  return ExecuteRun(g, host, store, wf->plan, wf->backend_options, std::move(options), false, true);
 }
 
 }  // namespace crucible::cli

@@ -73,24 +73,38 @@ TEST(AttemptIoTest, DemuxSplitsFramesCutAnywhere) {
   EXPECT_EQ(err, "crucible-pid 7 9\n");
 }
 
-TEST(AttemptIoTest, ControlParserReadsPidExitOutputAndScrub) {
-  ControlParser p;
-  std::string text = "crucible-pid 12 34\ncrucible-exit 137 timeout 1 2\ncrucible-output 9\nk=v\nno-nlcrucible-scrub dirty\n";
+TEST(AttemptIoTest, ControlParserReadsPidExitScrubAndTheOutputToTheEnd) {
+  ControlParser p(12);
+  std::string text =
+      "crucible-of crucible:r1/s#2\ncrucible-pid 12 34\ncrucible-exit 137 0 timeout 1 2\ncrucible-scrub dirty\n"
+      "crucible-output\nk=v\nno-nl\ncrucible-exit 0 0 none 0 0\n";
   p.Feed(text.data(), 10);
   EXPECT_FALSE(p.has_pid());
   p.Feed(text.data() + 10, text.size() - 10);
   const ControlReport& r = p.report();
+  EXPECT_EQ(r.label, "crucible:r1/s#2");
   EXPECT_EQ(r.supervisor_pid, 12);
   EXPECT_EQ(r.step_pid, 34);
   EXPECT_TRUE(r.exited);
-  EXPECT_EQ(r.rc, 137);
+  EXPECT_EQ(r.rc, 137) << "an exit code above 128 is a code";
+  EXPECT_EQ(r.signal, 0);
   EXPECT_EQ(r.why, "timeout");
   EXPECT_EQ(r.oom_before, 1);
   EXPECT_EQ(r.oom_after, 2);
   ASSERT_TRUE(r.output.has_value());
-  EXPECT_EQ(*r.output, "k=v\nno-nl");
+  EXPECT_EQ(*r.output, "k=v\nno-nl\ncr") << "the output runs to the end of the stream, cut at the cap; lines in it are bytes";
   ASSERT_TRUE(r.scrub_ok.has_value());
   EXPECT_FALSE(*r.scrub_ok);
+}
+
+TEST(AttemptIoTest, ControlParserReadsASignalAndASupervisorFoundAlive) {
+  ControlParser p;
+  std::string text = "crucible-pid 5 6\ncrucible-alive\ncrucible-exit -1 9 none 0 0\n";
+  p.Feed(text.data(), text.size());
+  EXPECT_TRUE(p.report().alive);
+  EXPECT_EQ(p.report().rc, -1);
+  EXPECT_EQ(p.report().signal, 9);
+  EXPECT_FALSE(p.report().output.has_value());
 }
 
 TEST(AttemptIoTest, CappedLogKeepsTheHeadAndTheTailAndMarksWhatItDropped) {
