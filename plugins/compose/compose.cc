@@ -3,9 +3,12 @@
 //
 // Design:
 //   - create() renders the pool's compose file (the shipped one, or the
-//     user's) into STATE_DIR/compose/PROJECT.yaml, and runs `compose up` only
-//     when fewer executors than configured are running (the Compose labels of
-//     the project identify them). Compose is not used again until a lost
+//     user's) into STATE_DIR/compose/PROJECT.yaml, with an override file
+//     (PROJECT.stamp.yaml) that labels each executor with a digest of that
+//     configuration, and runs `compose up` only when fewer executors than
+//     configured run with this project's labels and this digest: a warm pool
+//     made from another configuration (another image, network or limits) is
+//     recreated by that `up`, never reused. Compose is not used again until a lost
 //     executor has to be replaced or the pool is taken down.
 //   - Everything per step is the Engine API over the unix socket (libcurl):
 //     Start() leases an idle executor and creates the exec on the engine's
@@ -118,8 +121,9 @@ class ComposeBackend : public sdk::Backend {
     if (ping.status != 200) throw sdk::Unavailable("docker at " + api_.socket_path() + " answers " + std::to_string(ping.status));
     fs::path dir = fs::path(host_.state_dir()) / "compose";
     fs::create_directories(dir);
-    compose_path_ = (dir / (config_.project + ".yaml")).string();
-    std::ofstream(compose_path_, std::ios::binary | std::ios::trunc) << config_.compose_text;
+    compose_files_ = {(dir / (config_.project + ".yaml")).string(), (dir / (config_.project + ".stamp.yaml")).string()};
+    std::ofstream(compose_files_[0], std::ios::binary | std::ios::trunc) << config_.compose_text;
+    std::ofstream(compose_files_[1], std::ios::binary | std::ios::trunc) << config_.stamp_text;
     owner_path_ = (dir / (config_.project + ".engine")).string();
     bool abandoned = ClaimPool();
 
@@ -413,9 +417,11 @@ if [ $x = 1 ] && [ -s "$o" ]; then echo crucible-output; head -c "$c" "$o"; fi
     if (ex.wake_fd >= 0) (void)!::write(ex.wake_fd, &one, sizeof one);
   }
 
-  /// Running executor containers of the project, by service, oldest name first.
+  /// Running executor containers of the project made from this configuration
+  /// (its stamp: Compose recreates the others on `up`), by service, oldest name first.
   std::map<std::string, std::vector<std::string>> RunningExecutors(DockerApi& api) {
-    json filters = {{"label", {"com.docker.compose.project=" + config_.project}}};
+    json filters = {{"label", {"com.docker.compose.project=" + config_.project,
+                               std::string(kStampLabel) + "=" + config_.stamp}}};
     HttpResponse r = api.Request("GET", "/containers/json?filters=" + Escape(filters.dump()));
     json list = ParseJson(r.body);
     std::map<std::string, std::vector<std::pair<std::string, std::string>>> named;
@@ -510,7 +516,7 @@ if [ $x = 1 ] && [ -s "$o" ]; then echo crucible-output; head -c "$c" "$o"; fi
     std::map<std::string, int> replicas;
     for (const auto& s : config_.services) replicas[s.name] = config_.replicas;
     std::string output;
-    int rc = RunCommand(UpCommand(Cli(), config_.project, compose_path_, replicas), &output);
+    int rc = RunCommand(UpCommand(Cli(), config_.project, compose_files_, replicas), &output);
     if (rc != 0) throw sdk::Unavailable("compose up of pool " + config_.project + " failed: " + output.substr(0, 600));
   }
 
@@ -518,7 +524,7 @@ if [ $x = 1 ] && [ -s "$o" ]; then echo crucible-output; head -c "$c" "$o"; fi
   void Down() {
     std::string output;
     try {
-      RunCommand(DownCommand(Cli(), config_.project, compose_path_), &output);
+      RunCommand(DownCommand(Cli(), config_.project, compose_files_), &output);
     } catch (const std::exception&) {
       // No Compose: what carries the project's label is removed below all the same.
     }
@@ -888,7 +894,7 @@ if [ $x = 1 ] && [ -s "$o" ]; then echo crucible-output; head -c "$c" "$o"; fi
   DockerApi api_;  ///< the engine thread's (and create/destroy's); each worker has its own
   std::mutex cli_mu_;
   std::optional<ComposeCli> cli_;
-  std::string compose_path_;
+  std::vector<std::string> compose_files_;  ///< the rendered compose file, then the stamp override
   std::string owner_path_;
   std::vector<std::unique_ptr<Executor>> executors_;
   std::mutex mu_;

@@ -19,10 +19,23 @@ std::optional<ComposeCli> DetectCompose() {
   return std::nullopt;
 }
 
-std::vector<std::string> UpCommand(const ComposeCli& cli, const std::string& project, const std::string& file,
-                                   const std::map<std::string, int>& replicas) {
+namespace {
+
+/// The prefix, the project and the files: what every command of the pool starts with.
+std::vector<std::string> ProjectCommand(const ComposeCli& cli, const std::string& project,
+                                        const std::vector<std::string>& files) {
   std::vector<std::string> argv = cli.prefix;
-  argv.insert(argv.end(), {"--project-name", project, "--file", file, "up", "--detach", "--no-color"});
+  argv.insert(argv.end(), {"--project-name", project});
+  for (const auto& f : files) argv.insert(argv.end(), {"--file", f});
+  return argv;
+}
+
+}  // namespace
+
+std::vector<std::string> UpCommand(const ComposeCli& cli, const std::string& project,
+                                   const std::vector<std::string>& files, const std::map<std::string, int>& replicas) {
+  std::vector<std::string> argv = ProjectCommand(cli, project, files);
+  argv.insert(argv.end(), {"up", "--detach", "--no-color"});
   if (cli.flavor == ComposeFlavor::kV2) argv.emplace_back("--quiet-pull");
   for (const auto& [service, n] : replicas) {
     argv.emplace_back("--scale");
@@ -32,10 +45,10 @@ std::vector<std::string> UpCommand(const ComposeCli& cli, const std::string& pro
   return argv;
 }
 
-std::vector<std::string> DownCommand(const ComposeCli& cli, const std::string& project, const std::string& file) {
-  std::vector<std::string> argv = cli.prefix;
-  argv.insert(argv.end(), {"--project-name", project, "--file", file, "down", "--volumes", "--remove-orphans",
-                           "--timeout", "0"});
+std::vector<std::string> DownCommand(const ComposeCli& cli, const std::string& project,
+                                     const std::vector<std::string>& files) {
+  std::vector<std::string> argv = ProjectCommand(cli, project, files);
+  argv.insert(argv.end(), {"down", "--volumes", "--remove-orphans", "--timeout", "0"});
   return argv;
 }
 

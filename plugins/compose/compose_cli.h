@@ -21,11 +21,12 @@ struct ComposeCli {
 /// `docker compose version` answers: v2; else `docker-compose version`: v1; else nullopt.
 std::optional<ComposeCli> DetectCompose();
 
-/// Brings PROJECT up from FILE with each service scaled to its replicas.
-std::vector<std::string> UpCommand(const ComposeCli& cli, const std::string& project, const std::string& file,
-                                   const std::map<std::string, int>& replicas);
+/// Brings PROJECT up from FILES (each later one overriding the earlier) with each service scaled to its replicas.
+std::vector<std::string> UpCommand(const ComposeCli& cli, const std::string& project,
+                                   const std::vector<std::string>& files, const std::map<std::string, int>& replicas);
 /// Removes everything of PROJECT (containers, networks, volumes, orphans) without a stop grace.
-std::vector<std::string> DownCommand(const ComposeCli& cli, const std::string& project, const std::string& file);
+std::vector<std::string> DownCommand(const ComposeCli& cli, const std::string& project,
+                                     const std::vector<std::string>& files);
 
 /// Runs argv (PATH lookup), stdout and stderr together into *output; the exit status, or -1 if it could not run.
 int RunCommand(const std::vector<std::string>& argv, std::string* output);

@@ -1,6 +1,7 @@
 // See pool_config.h. yaml-cpp's exceptions stop here.
 #include "pool_config.h"
 
+#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -37,6 +38,40 @@ int64_t ScalarMillicores(const YAML::Node& n) {
   } catch (const std::exception&) {
     return 0;
   }
+}
+
+/// The first 16 hex digits of the SHA-256 of text.
+std::string ShortDigest(const std::string& text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("SHA-256 of the compose file failed");
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < 8 && i < len; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
+/// A compose file that adds the stamp label to each service (Compose merges
+/// labels of several --file arguments); its version is the main file's, as
+/// Compose v1 requires.
+std::string StampOverride(const YAML::Node& version, const std::vector<ServiceInfo>& services,
+                          const std::string& stamp) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  if (version && version.IsScalar()) out << YAML::Key << "version" << YAML::Value << YAML::DoubleQuoted << version.Scalar();
+  out << YAML::Key << "services" << YAML::Value << YAML::BeginMap;
+  for (const auto& s : services) {
+    out << YAML::Key << s.name << YAML::Value << YAML::BeginMap << YAML::Key << "labels" << YAML::Value
+        << YAML::BeginMap << YAML::Key << kStampLabel << YAML::Value << YAML::DoubleQuoted << stamp << YAML::EndMap
+        << YAML::EndMap;
+  }
+  out << YAML::EndMap << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
 }
 
 std::string FormatCpus(double cpus) {
@@ -122,8 +157,9 @@ PoolConfig PoolConfig::FromOptions(const sdk::Options& options) {
 
   std::vector<std::string> wanted;
   if (const sdk::OptionValue* v = options.Find("services")) wanted = v->list;
+  YAML::Node root;
   try {
-    YAML::Node root = YAML::Load(c.compose_text);
+    root = YAML::Load(c.compose_text);
     YAML::Node services = root["services"];
     if (!services || !services.IsMap()) throw std::runtime_error("the compose file has no services");
     for (const auto& kv : services) {
@@ -153,6 +189,10 @@ PoolConfig PoolConfig::FromOptions(const sdk::Options& options) {
     if (!found) throw std::runtime_error("services names \"" + w + "\", which the compose file does not have");
   }
   if (c.services.empty()) throw std::runtime_error("the compose file has no executor service");
+  std::string identity = c.compose_text;
+  for (const auto& s : c.services) identity += "\n#executor " + s.name;
+  c.stamp = ShortDigest(identity);
+  c.stamp_text = StampOverride(root["version"], c.services, c.stamp);
   return c;
 }
 

@@ -23,6 +23,12 @@ struct ServiceInfo {
 struct PoolConfig {
   std::string project;        ///< the Compose project name, which labels the pool
   std::string compose_text;   ///< the compose file, rendered
+  /// Digest of the rendered file and the executor services: the label
+  /// kStampLabel of every executor made from this configuration, so that a
+  /// warm pool made from another one (other image, network, limits) is
+  /// recreated rather than reused.
+  std::string stamp;
+  std::string stamp_text;     ///< a compose override file setting that label on each executor service
   bool shipped_file = true;   ///< the plugin's own compose file, not the user's
   std::vector<ServiceInfo> services;
   int replicas = 4;
@@ -38,6 +44,9 @@ struct PoolConfig {
   const ServiceInfo* ServiceFor(const std::string& image) const;
   std::vector<std::string> Images() const;
 };
+
+/// The label that carries PoolConfig::stamp on each executor container.
+inline constexpr const char* kStampLabel = "org.crucible-engine.config";
 
 /// "512m", "1g", "1Gi", "256Mi", "1000000" -> bytes; -1 when not a size.
 int64_t ParseByteSize(const std::string& text);

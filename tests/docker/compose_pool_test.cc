@@ -3,6 +3,7 @@
 // isolation between steps that share an executor.
 #include <gmock/gmock.h>
 
+#include <algorithm>
 #include <regex>
 
 #include "compose_fixture.h"
@@ -208,6 +209,33 @@ shell = "ip route | grep -c ^default"
   EngineResult r = Engine({"run", wf});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Engine({"logs", FirstLine(r.err), "route"}).out, "1\n");
+}
+
+TEST_F(ComposePoolTest, AWarmPoolMadeFromAnotherConfigurationIsRecreatedNotReused) {
+  const std::string step = R"(
+[[steps]]
+id = "where"
+shell = "echo net=$(ls /sys/class/net) >> \"$CRUCIBLE_OUTPUT\"; if command -v python3 >/dev/null; then echo python=yes; else echo python=no; fi >> \"$CRUCIBLE_OUTPUT\""
+)";
+  auto run = [&](const std::string& name, const std::string& options) {
+    EngineResult r = Engine({"run", Write(name + ".toml", Header(name, "replicas = 2\n" + options) + step), "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? StepOf(Json(r.out), "where")["outputs"] : nlohmann::json();
+  };
+  nlohmann::json bridged = run("bridged", "keep_warm = true\nnetwork = \"bridge\"");
+  EXPECT_THAT(bridged.value("net", ""), ::testing::HasSubstr("eth0"));
+  std::string warm = Containers();
+  ASSERT_EQ(std::count(warm.begin(), warm.end(), '\n'), 2) << warm;
+
+  // The same project without the network opt-in: the bridged executors are not reused.
+  nlohmann::json isolated = run("isolated", "keep_warm = true");
+  EXPECT_EQ(isolated.value("net", ""), "lo") << "a step ran in an executor of the earlier, bridged pool";
+  EXPECT_EQ(isolated.value("python", ""), "no");
+  // Another image: the busybox executors are not reused either.
+  nlohmann::json python = run("python", "image = \"crucible/python:3.11\"");
+  EXPECT_EQ(python.value("python", ""), "yes");
+  EXPECT_EQ(python.value("net", ""), "lo");
+  EXPECT_EQ(Containers(true), "") << "the last run took the pool down";
 }
 
 TEST_F(ComposePoolTest, RecycleIsolationRestartsTheExecutorBetweenSteps) {

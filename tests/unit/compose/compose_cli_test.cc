@@ -13,20 +13,21 @@ const ComposeCli kV2{ComposeFlavor::kV2, {"docker", "compose"}};
 const ComposeCli kV1{ComposeFlavor::kV1, {"docker-compose"}};
 
 TEST(ComposeCliTest, V2UpScalesEachServiceOfTheProject) {
-  EXPECT_THAT(UpCommand(kV2, "pool", "/s/pool.yaml", {{"executor", 8}, {"python", 2}}),
-              ElementsAre("docker", "compose", "--project-name", "pool", "--file", "/s/pool.yaml", "up", "--detach",
+  EXPECT_THAT(UpCommand(kV2, "pool", {"/s/pool.yaml", "/s/stamp.yaml"}, {{"executor", 8}, {"python", 2}}),
+              ElementsAre("docker", "compose", "--project-name", "pool", "--file", "/s/pool.yaml", "--file",
+                          "/s/stamp.yaml", "up", "--detach",
                           "--no-color", "--quiet-pull", "--scale", "executor=8", "--scale", "python=2", "executor",
                           "python"));
 }
 
 TEST(ComposeCliTest, V1UpHasNoQuietPull) {
-  EXPECT_THAT(UpCommand(kV1, "pool", "f.yaml", {{"executor", 3}}),
+  EXPECT_THAT(UpCommand(kV1, "pool", {"f.yaml"}, {{"executor", 3}}),
               ElementsAre("docker-compose", "--project-name", "pool", "--file", "f.yaml", "up", "--detach",
                           "--no-color", "--scale", "executor=3", "executor"));
 }
 
 TEST(ComposeCliTest, V2DownRemovesVolumesAndOrphansWithoutAGrace) {
-  EXPECT_THAT(DownCommand(kV2, "pool", "f.yaml"),
+  EXPECT_THAT(DownCommand(kV2, "pool", {"f.yaml"}),
               ElementsAre("docker", "compose", "--project-name", "pool", "--file", "f.yaml", "down", "--volumes",
                           "--remove-orphans", "--timeout", "0"));
 }
