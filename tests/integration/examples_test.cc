@@ -1,24 +1,11 @@
 // Every example workflow in workflows/ validates and runs on localproc.
-#include <algorithm>
-
 #include "integration_fixture.h"
+#include "shared_workflows.h"
 
 namespace crucible::testing {
 namespace {
 
 using ExamplesTest = IntegrationTest;
-
-std::vector<std::string> ExampleWorkflows() {
-  std::vector<std::string> files;
-  std::error_code ec;
-  std::filesystem::path root = std::filesystem::path(CRUCIBLE_SOURCE_DIR) / "workflows";
-  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file() && it->path().extension() == ".toml") files.push_back(it->path().string());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
 
 TEST_F(ExamplesTest, EveryExampleValidatesAndRunsOnLocalproc) {
   std::vector<std::string> files = ExampleWorkflows();

@@ -1,4 +1,4 @@
-// `run` end to end on localproc: states, outputs, fan-out, retries, timeouts, params.
+// `run` end to end on localproc: the workflows every backend runs, progress, results, params.
 #include <regex>
 
 #include "integration_fixture.h"
@@ -8,6 +8,19 @@ namespace crucible::testing {
 namespace {
 
 using RunTest = IntegrationTest;
+
+/// The workflows every backend runs (shared_workflows.h), here on localproc.
+class LocalprocPortableTest : public IntegrationTest, public ::testing::WithParamInterface<PortableWorkflow> {};
+
+TEST_P(LocalprocPortableTest, Runs) {
+  RunPortableWorkflow(
+      GetParam(), "[workflow]\nname = \"portable\"\n", "localproc",
+      [this](const std::string& name, const std::string& text) { return Write(name, text); },
+      [this](std::vector<std::string> args) { return Engine(std::move(args)); });
+}
+
+INSTANTIATE_TEST_SUITE_P(Workflows, LocalprocPortableTest, ::testing::ValuesIn(PortableWorkflows()),
+                         PortableWorkflowName());
 
 constexpr char kHello[] = R"(
 [workflow]
@@ -67,58 +80,20 @@ TEST_F(RunTest, PlainProgressPrintsOneLinePerEventAndASummary) {
   EXPECT_EQ(r.out, "") << "without --json nothing goes to stdout";
 }
 
-TEST_F(RunTest, FailingStepExits1SkipsDependentAndStillRunsAlwaysStep) {
-  std::string wf = Write("fail.toml", R"(
-[workflow]
-name = "failing"
-
-[[steps]]
-id = "broken"
-shell = "echo about to fail; exit 3"
-
-[[steps]]
-id = "dependent"
-needs = ["broken"]
-run = ["true"]
-
-[[steps]]
-id = "cleanup"
-needs = ["broken"]
-when = "always"
-run = ["true"]
-)");
-  EngineResult r = Engine({"run", wf, "--json"});
+TEST_F(RunTest, AFailedRunPrintsTheFailureTheSkipAndASummary) {
+  const PortableWorkflow failing = PortableWorkflows().front();  // a failing step, its dependent, an always step
+  std::string wf = Write("fail.toml", "[workflow]\nname = \"failing\"\n" + failing.steps);
+  EngineResult r = Engine({"run", wf});
   ASSERT_EQ(r.exit_code, 1) << r.err;
-  nlohmann::json status = Json(r.out);
-  EXPECT_EQ(status["state"], "failed");
-  nlohmann::json broken = StepOf(status, "broken");
-  EXPECT_EQ(broken["state"], "failed");
-  EXPECT_EQ(broken["exit_code"], 3);
-  EXPECT_EQ(broken["reason"], "exited");
-  nlohmann::json dependent = StepOf(status, "dependent");
-  EXPECT_EQ(dependent["state"], "skipped");
-  EXPECT_EQ(dependent["reason"], "upstream_failed");
-  EXPECT_EQ(StepOf(status, "cleanup")["state"], "succeeded");
   EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(failed broken attempt=1 exit=3 reason=exited)"))) << r.err;
   EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(skipped dependent \(upstream_failed\))"))) << r.err;
-  EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(run \S+ failed: 1 succeeded, 1 failed, 1 skipped in )")))
+  EXPECT_TRUE(std::regex_search(r.err, std::regex(R"(run \S+ failed: 2 succeeded, 1 failed, 1 skipped in )")))
       << r.err;
 }
 
 TEST_F(RunTest, OutputsFlowDownstreamAndResultsShowThem) {
-  std::string wf = Write("outputs.toml", R"(
-[workflow]
-name = "outputs"
-
-[[steps]]
-id = "a"
-shell = "echo x=42 >> \"$CRUCIBLE_OUTPUT\""
-
-[[steps]]
-id = "b"
-needs = ["a"]
-shell = "test {{steps.a.outputs.x}} = 42 && echo y={{steps.a.outputs.x}}1 >> \"$CRUCIBLE_OUTPUT\""
-)");
+  const PortableWorkflow outputs = PortableWorkflows()[1];  // a writes x=42, b y=421, a fan-out and its fan-in
+  std::string wf = Write("outputs.toml", "[workflow]\nname = \"outputs\"\n" + outputs.steps);
   EngineResult r = Engine({"run", wf});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string run_id = FirstLine(r.err);
@@ -132,61 +107,6 @@ shell = "test {{steps.a.outputs.x}} = 42 && echo y={{steps.a.outputs.x}}1 >> \"$
   EngineResult text = Engine({"results", run_id});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("x=42"), std::string::npos) << text.out;
-}
-
-TEST_F(RunTest, FanOutIsGatheredByFanInThroughUpstreamFile) {
-  std::string wf = Write("fan.toml", std::string("[workflow]\nname = \"fan\"\n") + kFanOutFanInSteps);
-  EngineResult r = Engine({"run", wf, "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  nlohmann::json status = Json(r.out);
-  ExpectFanOutFanIn(StepOf(status, "square[2]"), StepOf(status, "total"));
-}
-
-TEST_F(RunTest, RetriesAreRecordedAsAttempts) {
-  std::string counter = dir_ + "/counter";
-  std::string wf = Write("retry.toml", R"(
-[workflow]
-name = "retry"
-
-[[steps]]
-id = "flaky"
-retries = 3
-retry_delay = "10ms"
-shell = "echo attempt $CRUCIBLE_ATTEMPT; n=$(cat )" + counter + R"( 2>/dev/null || echo 0); n=$((n+1)); echo $n > )" +
-                                                counter + R"(; [ $n -ge 3 ]"
-)");
-  EngineResult r = Engine({"run", wf, "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  nlohmann::json flaky = StepOf(Json(r.out), "flaky");
-  EXPECT_EQ(flaky["state"], "succeeded");
-  EXPECT_EQ(flaky["attempts"], 3);
-  std::string run_id = FirstLine(r.err);
-
-  EngineResult second = Engine({"logs", run_id, "flaky", "--attempt", "2"});
-  ASSERT_EQ(second.exit_code, 0) << second.err;
-  EXPECT_EQ(second.out, "attempt 2\n");
-  EngineResult last = Engine({"logs", run_id, "flaky"});
-  ASSERT_EQ(last.exit_code, 0) << last.err;
-  EXPECT_EQ(last.out, "attempt 3\n");
-}
-
-TEST_F(RunTest, TimeoutFailsTheStepWithReasonTimeout) {
-  std::string wf = Write("timeout.toml", R"(
-[workflow]
-name = "slow"
-
-[[steps]]
-id = "sleepy"
-timeout = "300ms"
-run = ["sleep", "30"]
-)");
-  auto start = std::chrono::steady_clock::now();
-  EngineResult r = Engine({"run", wf, "--json"});
-  ASSERT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
-  nlohmann::json sleepy = StepOf(Json(r.out), "sleepy");
-  EXPECT_EQ(sleepy["state"], "failed");
-  EXPECT_EQ(sleepy["reason"], "timeout");
 }
 
 TEST_F(RunTest, SetOverridesAParam) {
@@ -209,47 +129,6 @@ shell = "echo greeting=hello-{{params.who}} >> \"$CRUCIBLE_OUTPUT\""
   EXPECT_EQ(unknown.exit_code, 2) << unknown.err;
 }
 
-TEST_F(RunTest, HostileArgvBytesArriveIntact) {
-  std::string out = dir_ + "/received";
-  std::string wf = Write("hostile.toml", R"(
-[workflow]
-name = "hostile"
-
-[params]
-v = ""
-
-[[steps]]
-id = "echo"
-run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v}}"]
-)");
-  const std::string hostile = "a b\t'q' \"dq\" $(touch pwned) `id` ;|&<> * ~ \\ \x01\x1b[31m\nline2 \xc3\xa9";
-  EngineResult r = Engine({"run", wf, "--set", "v=" + hostile});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(Read(out), hostile);
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/pwned"));
-}
-
-TEST_F(RunTest, NonUtf8ArgvBytesArriveIntact) {
-  std::string out = dir_ + "/received";
-  std::string wf = Write("hostile.toml", R"(
-[workflow]
-name = "hostile"
-
-[params]
-v = ""
-
-[[steps]]
-id = "echo"
-run = ["/bin/sh", "-c", "printf '%s' \"$1\" > )" + out + R"(", "sh", "{{params.v}}"]
-)");
-  const std::string hostile = "a\xff\xfe b";
-  EngineResult r = Engine({"run", wf, "--set", "v=" + hostile});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(Read(out), hostile);
-}
-
-// A step output that is not UTF-8 reaches the dependent's CRUCIBLE_UPSTREAM
-// JSON with the bad bytes replaced, and does not stop the engine.
 TEST_F(RunTest, NonUtf8OutputDoesNotAbortTheEngine) {
   std::string wf = Write("nonutf8.toml", R"([workflow]
 name = "nonutf8"
