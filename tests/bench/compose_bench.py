@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,8 +116,7 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--latency-steps", type=int, default=40)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="best of N for the engine, the Engine API and the docker exec loop (docker run: once)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; each runner reports its median round")
     args = ap.parse_args()
     engine = os.path.abspath(args.engine)
     project = f"crucible-bench-{os.getpid()}"
@@ -142,11 +142,11 @@ def main():
             subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE, "true"], check=True,
                            stdout=subprocess.DEVNULL)
 
-        # The machine may be shared: the runners take turns, and each keeps its best of --repeat.
-        best = {}
+        # The runners take turns, --repeat rounds of each; each reports its median round.
+        samples = {}
 
         def keep(key, value):
-            best[key] = min(best.get(key, value), value)
+            samples.setdefault(key, []).append(value)
 
         n = args.steps
         wf_seq = os.path.join(tmp, "seq.toml")
@@ -164,10 +164,12 @@ def main():
             keep("api_wall", run_concurrently(n, args.pool, api_job))
             keep("cli_wall", run_concurrently(n, args.pool, cli_exec_job))
             keep("eng_wall", engine_run(engine, state, wf_n))
-        run_lat = sequential(max(5, args.latency_steps // 4), docker_run_job)
-        run_wall = run_concurrently(n, args.pool, docker_run_job)
-        api_lat, cli_lat, eng_lat = best["api_lat"], best["cli_lat"], best["eng_lat"]
-        api_wall, cli_wall, eng_wall = best["api_wall"], best["cli_wall"], best["eng_wall"]
+            keep("run_lat", sequential(max(5, args.latency_steps // 4), docker_run_job))
+            keep("run_wall", run_concurrently(n, args.pool, docker_run_job))
+        med = {key: statistics.median(v) for key, v in samples.items()}
+        run_lat, run_wall = med["run_lat"], med["run_wall"]
+        api_lat, cli_lat, eng_lat = med["api_lat"], med["cli_lat"], med["eng_lat"]
+        api_wall, cli_wall, eng_wall = med["api_wall"], med["cli_wall"], med["eng_wall"]
 
         rows = [
             ("crucible-engine, compose backend", eng_lat, eng_wall),
@@ -175,8 +177,8 @@ def main():
             ("`docker exec` CLI loop", cli_lat, cli_wall),
             ("`docker run --rm` loop", run_lat, run_wall),
         ]
-        print(f"{n} no-op steps, pool of {args.pool}, concurrency {args.pool}, best of {args.repeat} "
-              f"(docker run: one round); latency: sequential no-op "
+        print(f"{n} no-op steps, pool of {args.pool}, concurrency {args.pool}, median of {args.repeat} "
+              f"rounds for every runner; latency: sequential no-op "
               f"({args.latency_steps} steps for the engine, net of a 1-step run)\n")
         print(f"| runner | latency per step | {n} steps at {args.pool} | steps/s |")
         print("|---|---:|---:|---:|")
@@ -188,6 +190,8 @@ def main():
         print(f"- per step vs `docker run --rm`: {run_wall / eng_wall:.1f} x faster at concurrency {args.pool}, "
               f"{run_lat / eng_lat:.1f} x sequentially (target >= 6)")
         print(f"- per step vs `docker exec` CLI: {cli_wall / eng_wall:.1f} x faster at concurrency {args.pool}")
+        print(f"- the floor on this machine: the raw API exec is {run_wall / api_wall:.1f} x faster than `docker run "
+              f"--rm` at concurrency {args.pool}, {run_lat / api_lat:.1f} x sequentially")
     finally:
         compose_file = os.path.join(state, "compose", project + ".yaml")
         if os.path.exists(compose_file):
