@@ -1,10 +1,12 @@
 #include "cgroups.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -215,6 +217,43 @@ CgroupPool::~CgroupPool() {
   RemoveCgroupDir(track_.parent);
   if (memory_.parent != track_.parent) RemoveCgroupDir(memory_.parent);
   if (cpu_.parent != track_.parent) RemoveCgroupDir(cpu_.parent);
+}
+
+std::vector<std::string> CgroupPool::Parents() const {
+  std::vector<std::string> out;
+  for (const Hierarchy* h : {&track_, &memory_, &cpu_}) {
+    if (!h->parent.empty() && std::find(out.begin(), out.end(), h->parent) == out.end()) out.push_back(h->parent);
+  }
+  return out;
+}
+
+void CgroupPool::Reap(const std::vector<std::string>& parents) {
+  if (parents.empty()) return;
+  auto children = [](const std::string& parent) {
+    std::vector<std::string> dirs;
+    if (DIR* d = ::opendir(parent.c_str())) {
+      while (const dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, "slot-", 5) == 0) dirs.push_back(parent + "/" + e->d_name);
+      }
+      ::closedir(d);
+    }
+    return dirs;
+  };
+  // Every step process is in a slot of the first parent: cgroup.kill there
+  // (v2), or SIGKILL to each process listed until none is left.
+  for (const std::string& slot : children(parents.front())) {
+    if (WriteFile(slot + "/cgroup.kill", "1") == 0) continue;
+    for (int round = 0; round < 100; ++round) {
+      std::vector<pid_t> pids = ListProcs(slot);
+      if (pids.empty()) break;
+      for (pid_t pid : pids) ::kill(pid, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  for (const std::string& parent : parents) {
+    for (const std::string& slot : children(parent)) RemoveCgroupDir(slot);
+    RemoveCgroupDir(parent);
+  }
 }
 
 std::unique_ptr<Slot> CgroupPool::MakeSlot(int index, std::string* err) {

@@ -92,6 +92,12 @@ class CgroupPool {
   static void KillAll(const Slot& slot);
   /// Whether any live process is in the slot (true when unknown).
   static bool Populated(const Slot& slot);
+  /// The parent cgroups this pool made, the one steps are tracked in first
+  /// (empty without cgroups): what Reap() needs should this process be killed.
+  std::vector<std::string> Parents() const;
+  /// Kills every process in the slots under parents (a killed supervisor's
+  /// pool, as Parents() named it) and removes the slots and the parents.
+  static void Reap(const std::vector<std::string>& parents);
 
  private:
   std::unique_ptr<Slot> MakeSlot(int index, std::string* err);

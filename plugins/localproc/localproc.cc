@@ -219,6 +219,8 @@ class LocalProcBackend : public sdk::Backend {
       while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
       }
     }
+    // A supervisor killed during the run left its steps' daemonised descendants.
+    proto::ReapDeadSupervisors(logs_dir_);
     if (relay_.joinable()) {
       stop_relay_.store(true);
       uint64_t one = 1;
@@ -332,6 +334,8 @@ class LocalProcBackend : public sdk::Backend {
         if (t != by_id_.end()) t->second.conn = c;
       }
     }
+    // What supervisors that were killed left running is nobody's now.
+    proto::ReapDeadSupervisors(logs_dir_);
     for (const auto& [id, key] : wanted) {
       if (known.count(id) != 0) continue;
       sdk::Result r;

@@ -1,5 +1,6 @@
 #include "protocol.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,6 +8,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "cgroups.h"
 
 namespace crucible::plugins::localproc::proto {
 
@@ -18,6 +24,53 @@ std::string SocketName(pid_t pid, const std::string& start) {
 
 std::string JournalPath(const std::string& logs_dir, pid_t pid, const std::string& start) {
   return logs_dir + "/.localproc-supervisor-" + std::to_string(pid) + "-" + start + ".journal";
+}
+
+std::string CgroupsPath(const std::string& logs_dir, pid_t pid, const std::string& start) {
+  return logs_dir + "/.localproc-supervisor-" + std::to_string(pid) + "-" + start + ".cgroups";
+}
+
+bool ProcessRuns(pid_t pid, const std::string& start) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  size_t p = stat.rfind(')');
+  if (p == std::string::npos || p + 2 >= stat.size() || stat[p + 2] == 'Z' || stat[p + 2] == 'X') return false;
+  std::istringstream fields(stat.substr(p + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+  }
+  return field == start;
+}
+
+void ReapDeadSupervisors(const std::string& logs_dir) {
+  std::vector<std::pair<std::string, pid_t>> dead;  // the file, its supervisor
+  if (DIR* d = ::opendir(logs_dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      int pid = 0, used = 0;
+      unsigned long long start = 0;
+      if (std::sscanf(e->d_name, ".localproc-supervisor-%d-%llu.cgroups%n", &pid, &start, &used) == 2 &&
+          static_cast<size_t>(used) == std::strlen(e->d_name) && !ProcessRuns(pid, std::to_string(start))) {
+        dead.emplace_back(logs_dir + "/" + e->d_name, pid);
+      }
+    }
+    ::closedir(d);
+  }
+  for (const auto& [path, pid] : dead) {
+    // Only cgroups that supervisor made: <hierarchy>/.../crucible-PID-N, a cgroup still.
+    std::string own = "/crucible-" + std::to_string(pid) + "-";
+    std::ifstream in(path);
+    std::vector<std::string> parents;
+    for (std::string line; std::getline(in, line);) {
+      size_t at = line.rfind('/');
+      if (!line.empty() && line[0] == '/' && at != std::string::npos && line.compare(at, own.size(), own) == 0 &&
+          line.find("/../") == std::string::npos && ::access((line + "/cgroup.procs").c_str(), F_OK) == 0) {
+        parents.push_back(line);
+      }
+    }
+    CgroupPool::Reap(parents);
+    ::unlink(path.c_str());
+  }
 }
 
 std::string Handle(pid_t pid, const std::string& start) {

@@ -38,6 +38,15 @@ inline constexpr uint32_t kMaxFrame = 256u << 20;
 std::string SocketName(pid_t pid, const std::string& start);
 /// The journal of finished attempts a supervisor keeps beside the run's logs.
 std::string JournalPath(const std::string& logs_dir, pid_t pid, const std::string& start);
+/// The cgroups a supervisor made (one path a line), beside its journal: what
+/// ReapDeadSupervisors() kills and removes should the supervisor be killed.
+std::string CgroupsPath(const std::string& logs_dir, pid_t pid, const std::string& start);
+/// Whether the process pid with that start time (field 22 of its stat) runs now (a zombie does not).
+bool ProcessRuns(pid_t pid, const std::string& start);
+/// For each supervisor of the run (logs_dir) that is gone without removing its
+/// cgroups (it was killed): kills what still runs in them (a step's daemonised
+/// grandchildren, which outlive it) and removes them.
+void ReapDeadSupervisors(const std::string& logs_dir);
 /// The handle every attempt of a supervisor carries.
 std::string Handle(pid_t pid, const std::string& start);
 /// Parses Handle(); false when it is not one.

@@ -936,6 +936,8 @@ struct Runner::Impl {
 Runner::Runner(const RunnerSettings& settings, int epfd, ResultFn on_result)
     : impl_(std::make_unique<Impl>(settings, epfd, std::move(on_result))) {}
 Runner::~Runner() = default;
+
+std::vector<std::string> Runner::CgroupParents() const { return impl_->pool_.Parents(); }
 void Runner::SetBaseEnvironment(std::vector<std::string> entries) { impl_->env_.Set(std::move(entries)); }
 void Runner::Start(uint64_t key, const sdk::Launch& launch) { impl_->Start(key, launch); }
 void Runner::Cancel(uint64_t key, int64_t grace_ms) { impl_->Cancel(key, grace_ms); }

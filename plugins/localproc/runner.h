@@ -56,6 +56,8 @@ class Runner {
   int Tick();
   /// How many attempts run now.
   size_t running() const;
+  /// The parent cgroups of its slots (CgroupPool::Parents()).
+  std::vector<std::string> CgroupParents() const;
 
  private:
   struct Impl;

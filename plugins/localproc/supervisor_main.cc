@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -92,6 +93,15 @@ class Supervisor {
     runner_ = std::make_unique<Runner>(settings, epfd_, [this](sdk::Result&& r) { OnResult(std::move(r)); });
     journal_ = ::open(proto::JournalPath(logs_dir_, pid_, start_).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
                       0644);
+    // Should this process be killed, the next supervisor of the run (or the
+    // engine) kills what its steps left in these cgroups; a supervisor that
+    // ends removes them itself (~Supervisor).
+    std::vector<std::string> parents = runner_->CgroupParents();
+    if (!parents.empty()) {
+      std::ofstream out(proto::CgroupsPath(logs_dir_, pid_, start_), std::ios::trunc);
+      for (const auto& p : parents) out << p << "\n";
+    }
+    proto::ReapDeadSupervisors(logs_dir_);
     listen_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -107,6 +117,13 @@ class Supervisor {
     sigfd_ = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     Add(sigfd_, &signal_tag_, EPOLLIN);
   }
+
+  ~Supervisor() {
+    runner_.reset();  // kills what still runs and removes the cgroups
+    ::unlink(proto::CgroupsPath(logs_dir_, pid_, start_).c_str());
+  }
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
 
   void AddConnection(int fd) {
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);

@@ -516,6 +516,41 @@ TEST(LocalProcTest, SupervisorKilledLosesItsAttemptsAndTheNextStartsANewOne) {
   EXPECT_EQ(ok->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
 }
 
+TEST(LocalProcTest, WhatAKilledSupervisorsStepDaemonisedIsKilledByTheNextSupervisor) {
+  if (Describe().rfind("cgroup ", 0) != 0) GTEST_SKIP() << "no cgroups here: " << Describe();
+  Instance in;
+  fs::create_directories(in.dir() + "/logs/r1");  // as the engine makes it, for the supervisor's journal
+  std::string pid_file = in.dir() + "/daemon.pid";
+  std::string handle;
+  ASSERT_EQ(in.Start(1, {{"/bin/sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > " + pid_file +
+                                               "; exec sleep 300"}},
+                     &handle),
+            CRUCIBLE_STATUS_OK);
+  pid_t daemon = WaitPidFile(pid_file);
+  ASSERT_GT(daemon, 0);
+  int supervisor = 0;
+  unsigned long long start = 0;
+  ASSERT_EQ(std::sscanf(handle.c_str(), "supervisor=%d start=%llu", &supervisor, &start), 2) << handle;
+  std::string cgroups_file = in.dir() + "/logs/r1/.localproc-supervisor-" + std::to_string(supervisor) + "-" +
+                             std::to_string(start) + ".cgroups";
+  std::istringstream listed(ReadFile(cgroups_file));
+  std::vector<std::string> parents;
+  for (std::string line; std::getline(listed, line);) parents.push_back(line);
+  ASSERT_FALSE(parents.empty()) << "the supervisor names its cgroups in " << cgroups_file;
+
+  ASSERT_EQ(::kill(supervisor, SIGKILL), 0);
+  auto lost = in.Wait(1);
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->reason, CRUCIBLE_REASON_LOST);
+  EXPECT_FALSE(ProcessGone(daemon)) << "the supervisor's death alone does not reach a setsid grandchild";
+  // The next attempt starts a new supervisor, which kills what the old one's slots still hold.
+  ASSERT_EQ(in.Start(2, {{"true"}}), CRUCIBLE_STATUS_OK);
+  ASSERT_TRUE(in.Wait(2));
+  EXPECT_TRUE(WaitGone(daemon)) << "pid " << daemon << " outlived its supervisor";
+  EXPECT_FALSE(fs::exists(cgroups_file));
+  for (const auto& p : parents) EXPECT_FALSE(fs::exists(p)) << p;
+}
+
 TEST(LocalProcTest, SilentStepHasNoLogFile) {
   Instance in;
   ASSERT_EQ(in.Start(1, {{"true"}}), CRUCIBLE_STATUS_OK);
