@@ -121,11 +121,13 @@ class ComposeBackend : public sdk::Backend {
     if (ping.status != 200) throw sdk::Unavailable("docker at " + api_.socket_path() + " answers " + std::to_string(ping.status));
     fs::path dir = fs::path(host_.state_dir()) / "compose";
     fs::create_directories(dir);
+    owner_path_ = (dir / (config_.project + ".engine")).string();
+    bool abandoned = ClaimPool();
+    // Only once the pool is this engine's: a refused engine must not change
+    // the files the pool's user brings it back to size from.
     compose_files_ = {(dir / (config_.project + ".yaml")).string(), (dir / (config_.project + ".stamp.yaml")).string()};
     std::ofstream(compose_files_[0], std::ios::binary | std::ios::trunc) << config_.compose_text;
     std::ofstream(compose_files_[1], std::ios::binary | std::ios::trunc) << config_.stamp_text;
-    owner_path_ = (dir / (config_.project + ".engine")).string();
-    bool abandoned = ClaimPool();
 
     std::map<std::string, std::vector<std::string>> running = RunningExecutors(api_);
     bool short_of_replicas = false;

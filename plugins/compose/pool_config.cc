@@ -66,7 +66,7 @@ std::string StampOverride(const YAML::Node& version, const std::vector<ServiceIn
   if (version && version.IsScalar()) out << YAML::Key << "version" << YAML::Value << YAML::DoubleQuoted << version.Scalar();
   out << YAML::Key << "services" << YAML::Value << YAML::BeginMap;
   for (const auto& s : services) {
-    out << YAML::Key << s.name << YAML::Value << YAML::BeginMap << YAML::Key << "labels" << YAML::Value
+    out << YAML::Key << YAML::DoubleQuoted << s.name << YAML::Value << YAML::BeginMap << YAML::Key << "labels" << YAML::Value
         << YAML::BeginMap << YAML::Key << kStampLabel << YAML::Value << YAML::DoubleQuoted << stamp << YAML::EndMap
         << YAML::EndMap;
   }

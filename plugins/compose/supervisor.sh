@@ -16,11 +16,12 @@
 # The report: WORK_ROOT/.crucible-report holds "crucible-of LABEL" and the same
 # lines, and the scrub leaves the output file (NAME/.crucible-output), so that
 # an engine that restarted can read how an attempt it no longer streams went.
-# Both are gone before the next attempt's step starts.
+# Both are gone before the next attempt's step starts. After its first line
+# the report is only appended to, so a reader never finds it without its label.
 # USR1 asks it to cancel the step. Everything of the step's user in the
 # executor is killed when the step ends, and the work root, /tmp and /dev/shm
 # emptied. Few processes: each one costs the executor's cgroup and dockerd time.
-_r=$1; _d=$1/$2; _rp=$1/.crucible-report; _op=$1/$2/.crucible-output
+_r=$1; _d=$1/$2; _rp=$1/.crucible-report; _op=$1/$2/.crucible-output; _jp=$1/.crucible-jobs
 exec 3>&2 2>&1
 _oom() {
   _v=0
@@ -108,8 +109,8 @@ if [ -n "$_rc" ]; then
   [ $_rc -gt 128 ] && { _sg=$((_rc - 128)); _rc=-1; }
   _j=
 else
-  jobs >"$_rp"
-  _j=; read -r _j <"$_rp"
+  jobs >"$_jp"
+  _j=; read -r _j <"$_jp"
   _rc=-1
 fi
 case $_j in
@@ -132,7 +133,7 @@ wait
 _oom
 _e="crucible-exit $_rc $_sg $_w $_o0 $_v"
 echo "$_e" >&3
-{ printf "crucible-of %s\n" "$0"; echo "$_e"; } >"$_rp"
+echo "$_e" >>"$_rp"
 cd /
 _scrub
 if [ -s "$_op" ]; then

@@ -15,6 +15,8 @@
 #include <sstream>
 #include <thread>
 
+#include "protocol.h"
+
 namespace crucible::plugins::localproc {
 namespace {
 
@@ -134,6 +136,16 @@ std::vector<pid_t> ListProcs(const std::string& dir) {
   return pids;
 }
 
+/// SIGKILL to every process in the cgroup dir, repeated until none is left,
+/// so that a fork racing the kill is caught too (where there is no cgroup.kill).
+void KillEachIn(const std::string& dir) {
+  for (int round = 0; round < 20; ++round) {
+    std::vector<pid_t> pids = ListProcs(dir);
+    if (pids.empty()) return;
+    for (pid_t p : pids) ::kill(p, SIGKILL);
+  }
+}
+
 }  // namespace
 
 CgroupPool::CgroupPool(bool enabled, int keep_slots) : keep_slots_(keep_slots < 1 ? 1 : keep_slots) {
@@ -153,7 +165,10 @@ CgroupPool::CgroupPool(bool enabled, int keep_slots) : keep_slots_(keep_slots < 
     caps_.reason = "no cgroup hierarchy mounted";
     return;
   }
-  std::string name = "crucible-" + std::to_string(::getpid()) + "-" + std::to_string(g_pool_counter++);
+  // The start time makes the name this process's alone: a killed supervisor's
+  // cgroups, reaped later, can never be a live process's that got its pid.
+  std::string name = "crucible-" + std::to_string(::getpid()) + "-" + proto::StartTimeOf(::getpid()) + "-" +
+                     std::to_string(g_pool_counter++);
   std::string reason;
   if (!m.v2_mount.empty()) {
     std::string own = m.v2_mount + m.v2_path;
@@ -227,8 +242,8 @@ std::vector<std::string> CgroupPool::Parents() const {
   return out;
 }
 
-void CgroupPool::Reap(const std::vector<std::string>& parents) {
-  if (parents.empty()) return;
+bool CgroupPool::Reap(const std::vector<std::string>& parents) {
+  if (parents.empty()) return true;
   auto children = [](const std::string& parent) {
     std::vector<std::string> dirs;
     if (DIR* d = ::opendir(parent.c_str())) {
@@ -242,18 +257,15 @@ void CgroupPool::Reap(const std::vector<std::string>& parents) {
   // Every step process is in a slot of the first parent: cgroup.kill there
   // (v2), or SIGKILL to each process listed until none is left.
   for (const std::string& slot : children(parents.front())) {
-    if (WriteFile(slot + "/cgroup.kill", "1") == 0) continue;
-    for (int round = 0; round < 100; ++round) {
-      std::vector<pid_t> pids = ListProcs(slot);
-      if (pids.empty()) break;
-      for (pid_t pid : pids) ::kill(pid, SIGKILL);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    if (WriteFile(slot + "/cgroup.kill", "1") != 0) KillEachIn(slot);
   }
+  bool gone = true;
   for (const std::string& parent : parents) {
     for (const std::string& slot : children(parent)) RemoveCgroupDir(slot);
     RemoveCgroupDir(parent);
+    gone = gone && !Exists(parent);
   }
+  return gone;
 }
 
 std::unique_ptr<Slot> CgroupPool::MakeSlot(int index, std::string* err) {
@@ -411,12 +423,7 @@ void CgroupPool::KillAll(const Slot& slot) {
     slot.killed = true;
     if (::write(slot.kill_fd, "1", 1) == 1) return;
   }
-  // No cgroup.kill: repeat until no process is left, so a fork racing the kill is caught too.
-  for (int round = 0; round < 20; ++round) {
-    std::vector<pid_t> pids = ListProcs(slot.track_dir);
-    if (pids.empty()) return;
-    for (pid_t p : pids) ::kill(p, SIGKILL);
-  }
+  KillEachIn(slot.track_dir);
 }
 
 bool CgroupPool::Populated(const Slot& slot) {

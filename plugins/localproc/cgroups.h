@@ -2,7 +2,7 @@
 // and a reusable pool of per-attempt cgroups.
 //
 // Creating a cgroup costs about 165 us here, more than half a no-op step, so
-// the pool keeps a fixed set of slots (<own cgroup>/crucible-<pid>-<n>/slot-<i>
+// the pool keeps a fixed set of slots (<own cgroup>/crucible-<pid>-<start>-<n>/slot-<i>
 // in every usable hierarchy) and hands them out again after each attempt.
 // Slots beyond the configured count are created when every slot is busy and
 // removed when they are released.
@@ -31,7 +31,7 @@ enum class CgroupLayout { kNone, kV2, kHybrid, kV1 };
 /// One hierarchy the pool uses, as found in /proc/self/mounts and /proc/self/cgroup.
 struct Hierarchy {
   bool v2 = false;
-  std::string parent;  ///< absolute path of this engine's parent cgroup (crucible-<pid>-<n>)
+  std::string parent;  ///< absolute path of this process's parent cgroup (crucible-<pid>-<start>-<n>)
 };
 
 /// One reusable cgroup (a directory in each usable hierarchy).
@@ -96,8 +96,9 @@ class CgroupPool {
   /// (empty without cgroups): what Reap() needs should this process be killed.
   std::vector<std::string> Parents() const;
   /// Kills every process in the slots under parents (a killed supervisor's
-  /// pool, as Parents() named it) and removes the slots and the parents.
-  static void Reap(const std::vector<std::string>& parents);
+  /// pool, as Parents() named it) and removes the slots and the parents;
+  /// false when one of them is still there.
+  static bool Reap(const std::vector<std::string>& parents);
 
  private:
   std::unique_ptr<Slot> MakeSlot(int index, std::string* err);

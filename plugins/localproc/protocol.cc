@@ -1,8 +1,10 @@
 #include "protocol.h"
 
 #include <dirent.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -30,46 +32,52 @@ std::string CgroupsPath(const std::string& logs_dir, pid_t pid, const std::strin
   return logs_dir + "/.localproc-supervisor-" + std::to_string(pid) + "-" + start + ".cgroups";
 }
 
-bool ProcessRuns(pid_t pid, const std::string& start) {
+std::string StartTimeOf(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
   std::getline(in, stat);
   size_t p = stat.rfind(')');
-  if (p == std::string::npos || p + 2 >= stat.size() || stat[p + 2] == 'Z' || stat[p + 2] == 'X') return false;
+  if (p == std::string::npos || p + 2 >= stat.size() || stat[p + 2] == 'Z' || stat[p + 2] == 'X') return "";
   std::istringstream fields(stat.substr(p + 2));
   std::string field;
   for (int i = 3; i <= 22 && fields >> field; ++i) {
   }
-  return field == start;
+  return field;
 }
 
+bool ProcessRuns(pid_t pid, const std::string& start) { return StartTimeOf(pid) == start; }
+
 void ReapDeadSupervisors(const std::string& logs_dir) {
-  std::vector<std::pair<std::string, pid_t>> dead;  // the file, its supervisor
+  std::vector<std::pair<std::string, std::string>> dead;  // the file, its supervisor's "PID-START"
   if (DIR* d = ::opendir(logs_dir.c_str())) {
     while (const dirent* e = ::readdir(d)) {
       int pid = 0, used = 0;
       unsigned long long start = 0;
       if (std::sscanf(e->d_name, ".localproc-supervisor-%d-%llu.cgroups%n", &pid, &start, &used) == 2 &&
-          static_cast<size_t>(used) == std::strlen(e->d_name) && !ProcessRuns(pid, std::to_string(start))) {
-        dead.emplace_back(logs_dir + "/" + e->d_name, pid);
+          static_cast<size_t>(used) == std::strlen(e->d_name) && start != 0 &&
+          !ProcessRuns(pid, std::to_string(start))) {
+        dead.emplace_back(logs_dir + "/" + e->d_name, std::to_string(pid) + "-" + std::to_string(start));
       }
     }
     ::closedir(d);
   }
-  for (const auto& [path, pid] : dead) {
-    // Only cgroups that supervisor made: <hierarchy>/.../crucible-PID-N, a cgroup still.
-    std::string own = "/crucible-" + std::to_string(pid) + "-";
+  for (const auto& [path, who] : dead) {
+    // Only cgroups that supervisor made (<hierarchy>/.../crucible-PID-START-N,
+    // a name no other process can have had) on a cgroup file system.
+    std::string own = "/crucible-" + who + "-";
     std::ifstream in(path);
     std::vector<std::string> parents;
     for (std::string line; std::getline(in, line);) {
       size_t at = line.rfind('/');
+      struct statfs fs {};
       if (!line.empty() && line[0] == '/' && at != std::string::npos && line.compare(at, own.size(), own) == 0 &&
-          line.find("/../") == std::string::npos && ::access((line + "/cgroup.procs").c_str(), F_OK) == 0) {
+          line.find("/../") == std::string::npos && ::statfs(line.c_str(), &fs) == 0 &&
+          (fs.f_type == CGROUP_SUPER_MAGIC || fs.f_type == CGROUP2_SUPER_MAGIC)) {
         parents.push_back(line);
       }
     }
-    CgroupPool::Reap(parents);
-    ::unlink(path.c_str());
+    // Kept while a cgroup could not be removed yet, so that a later call finishes the work.
+    if (CgroupPool::Reap(parents)) ::unlink(path.c_str());
   }
 }
 

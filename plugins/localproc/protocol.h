@@ -41,7 +41,10 @@ std::string JournalPath(const std::string& logs_dir, pid_t pid, const std::strin
 /// The cgroups a supervisor made (one path a line), beside its journal: what
 /// ReapDeadSupervisors() kills and removes should the supervisor be killed.
 std::string CgroupsPath(const std::string& logs_dir, pid_t pid, const std::string& start);
-/// Whether the process pid with that start time (field 22 of its stat) runs now (a zombie does not).
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot); empty
+/// when no such process runs (a zombie does not).
+std::string StartTimeOf(pid_t pid);
+/// Whether the process pid with that start time runs now.
 bool ProcessRuns(pid_t pid, const std::string& start);
 /// For each supervisor of the run (logs_dir) that is gone without removing its
 /// cgroups (it was killed): kills what still runs in them (a step's daemonised

@@ -49,23 +49,6 @@ using proto::Json;
 void* OwnTag(void* p) { return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) | 2u); }
 void* Untag(void* p) { return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t{3}); }
 
-/// Field 22 of /proc/self/stat (start time in clock ticks since boot).
-std::string OwnStartTime() {
-  FILE* f = std::fopen("/proc/self/stat", "r");
-  if (f == nullptr) return "0";
-  char buf[1024];
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  if (p == nullptr) return "0";
-  int field = 2;
-  for (++p; *p != '\0' && field < 22; ++p) {
-    if (*p == ' ') ++field;
-  }
-  return std::to_string(std::strtoull(p, nullptr, 10));
-}
-
 struct Conn {
   int fd = -1;
   int wake_fd = -1;
@@ -88,7 +71,8 @@ class Supervisor {
  public:
   Supervisor(std::string logs_dir, const RunnerSettings& settings) : logs_dir_(std::move(logs_dir)) {
     pid_ = ::getpid();
-    start_ = OwnStartTime();
+    start_ = proto::StartTimeOf(pid_);
+    if (start_.empty()) start_ = "0";
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
     runner_ = std::make_unique<Runner>(settings, epfd_, [this](sdk::Result&& r) { OnResult(std::move(r)); });
     journal_ = ::open(proto::JournalPath(logs_dir_, pid_, start_).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,

@@ -12,10 +12,10 @@ one run:
   - a `docker run --rm` loop (a container per step);
 
 each at the same concurrency, and prints a Markdown table with the ratios.
-Run it under the benchmark lock:
+Run it on an otherwise idle machine:
 
-    flock /tmp/crucible-bench.lock python3 tests/bench/compose_bench.py \\
-        --engine build/bin/crucible-engine [--steps 200] [--pool 8]
+    python3 tests/bench/compose_bench.py --engine build/bin/crucible-engine \\
+        [--steps 200] [--pool 8] [--repeat 5]
 """
 import argparse
 import json

@@ -81,7 +81,7 @@ TEST_F(RunTest, PlainProgressPrintsOneLinePerEventAndASummary) {
 }
 
 TEST_F(RunTest, AFailedRunPrintsTheFailureTheSkipAndASummary) {
-  const PortableWorkflow failing = PortableWorkflows().front();  // a failing step, its dependent, an always step
+  const PortableWorkflow failing = PortableWorkflowNamed("AFailingStepSkipsItsDependentAndAnAlwaysStepStillRuns");
   std::string wf = Write("fail.toml", "[workflow]\nname = \"failing\"\n" + failing.steps);
   EngineResult r = Engine({"run", wf});
   ASSERT_EQ(r.exit_code, 1) << r.err;
@@ -92,7 +92,7 @@ TEST_F(RunTest, AFailedRunPrintsTheFailureTheSkipAndASummary) {
 }
 
 TEST_F(RunTest, OutputsFlowDownstreamAndResultsShowThem) {
-  const PortableWorkflow outputs = PortableWorkflows()[1];  // a writes x=42, b y=421, a fan-out and its fan-in
+  const PortableWorkflow outputs = PortableWorkflowNamed("OutputsFlowDownstreamAndAFanOutIsGatheredByItsFanIn");
   std::string wf = Write("outputs.toml", "[workflow]\nname = \"outputs\"\n" + outputs.steps);
   EngineResult r = Engine({"run", wf});
   ASSERT_EQ(r.exit_code, 0) << r.err;

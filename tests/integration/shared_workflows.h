@@ -57,6 +57,7 @@ struct PortableWorkflow {
     bool executable = false;
   };
   std::vector<File> files;
+  bool needs_python = false;  ///< a container backend runs it on an image with python3
   /// Checks the status object; logs(step, attempt) is `crucible-engine logs` (attempt 0: the last).
   std::function<void(const nlohmann::json& status, const std::function<std::string(const std::string&, int)>& logs)>
       check;
@@ -96,7 +97,7 @@ needs = ["broken"]
 when = "always"
 shell = "echo cleaning"
 )",
-                 1, {}, {}, [step](const nlohmann::json& status, const auto& logs) {
+                 1, {}, {}, false, [step](const nlohmann::json& status, const auto& logs) {
                    EXPECT_EQ(status["state"], "failed");
                    EXPECT_EQ(step(status, "greet")["state"], "succeeded");
                    EXPECT_EQ(logs("greet", 0), "hello\n");
@@ -120,7 +121,7 @@ id = "b"
 needs = ["a"]
 shell = "test {{steps.a.outputs.x}} = 42 && echo y={{steps.a.outputs.x}}1 >> \"$CRUCIBLE_OUTPUT\""
 )") + kFanOutFanInSteps,
-                 0, {}, {}, [step](const nlohmann::json& status, const auto&) {
+                 0, {}, {}, true, [step](const nlohmann::json& status, const auto&) {
                    EXPECT_EQ(step(status, "b")["outputs"]["y"], "421");
                    ExpectFanOutFanIn(step(status, "square[2]"), step(status, "total"));
                  }});
@@ -131,10 +132,11 @@ inputs = ["data/run.sh", "data/sub/data.txt"]
 run = ["./data/run.sh"]
 )",
                  0, {},
-                 {{"data/run.sh", "#!/bin/sh\necho \"ran with $(cat data/sub/data.txt) and $(ls -A | wc -l) entries\"\n", true},
+                 {{"data/run.sh", "#!/bin/sh\ntest ! -e data/unlisted.txt || echo unlisted file copied\n"
+                  "echo \"ran with $(cat data/sub/data.txt) and $(ls -A | wc -l) entries\"\n", true},
                   {"data/sub/data.txt", "payload", false},
                   {"data/unlisted.txt", "not an input", false}},
-                 [](const nlohmann::json&, const auto& logs) {
+                 false, [](const nlohmann::json&, const auto& logs) {
                    // data/ (and nothing else of the step's own) in the working directory.
                    EXPECT_EQ(logs("use", 0), "ran with payload and 1 entries\n");
                  }});
@@ -145,7 +147,7 @@ retries = 3
 retry_delay = "10ms"
 shell = "echo attempt $CRUCIBLE_ATTEMPT; [ $CRUCIBLE_ATTEMPT -ge 3 ]"
 )",
-                 0, {}, {}, [step](const nlohmann::json& status, const auto& logs) {
+                 0, {}, {}, false, [step](const nlohmann::json& status, const auto& logs) {
                    nlohmann::json flaky = step(status, "flaky");
                    EXPECT_EQ(flaky["state"], "succeeded");
                    EXPECT_EQ(flaky["attempts"], 3);
@@ -158,7 +160,7 @@ id = "sleepy"
 timeout = "300ms"
 run = ["sleep", "30"]
 )",
-                 1, {}, {}, [step](const nlohmann::json& status, const auto&) {
+                 1, {}, {}, false, [step](const nlohmann::json& status, const auto&) {
                    nlohmann::json sleepy = step(status, "sleepy");
                    EXPECT_EQ(sleepy["state"], "failed");
                    EXPECT_EQ(sleepy["reason"], "timeout");
@@ -172,7 +174,7 @@ id = "echo"
 env = { HOSTILE = "{{params.v}}" }
 run = ["/bin/sh", "-c", "printf '%s|%s' \"$1\" \"$HOSTILE\"; test ! -e pwned", "sh", "{{params.v}}"]
 )",
-                 0, {"--set", "v=" + kHostileBytes}, {}, [](const nlohmann::json&, const auto& logs) {
+                 0, {"--set", "v=" + kHostileBytes}, {}, false, [](const nlohmann::json&, const auto& logs) {
                    EXPECT_EQ(logs("echo", 0), kHostileBytes + "|" + kHostileBytes);
                  }});
   all.push_back({"ManyLinesOfOutputArriveWhole", R"(
@@ -180,10 +182,19 @@ run = ["/bin/sh", "-c", "printf '%s|%s' \"$1\" \"$HOSTILE\"; test ! -e pwned", "
 id = "flood"
 shell = "i=0; while [ $i -lt 2000 ]; do echo 0123456789abcdef0123456789abcdef; i=$((i+1)); done"
 )",
-                 0, {}, {}, [](const nlohmann::json&, const auto& logs) {
+                 0, {}, {}, false, [](const nlohmann::json&, const auto& logs) {
                    EXPECT_EQ(logs("flood", 0).size(), 2000u * 33u) << "within the cap the log is the output exactly";
                  }});
   return all;
+}
+
+/// The portable workflow of that name (a copy).
+inline PortableWorkflow PortableWorkflowNamed(const std::string& name) {
+  for (auto& w : PortableWorkflows()) {
+    if (name == w.name) return w;
+  }
+  ADD_FAILURE() << "no portable workflow " << name;
+  return {};
 }
 
 /// Runs w with `--backend backend`: header (its [workflow] and any backend

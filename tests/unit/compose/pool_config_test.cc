@@ -2,6 +2,7 @@
 #include "pool_config.h"
 
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cstdio>
 #include <fstream>
@@ -84,6 +85,30 @@ TEST(PoolConfigTest, UserComposeFileWithSeveralServices) {
   EXPECT_EQ(big->memory_bytes, 2ll << 30);
   EXPECT_EQ(big->cpu_millicores, 2000);
   EXPECT_FALSE(c.shipped_file);
+  std::remove(path.c_str());
+}
+
+TEST(PoolConfigTest, TheStampFollowsTheRenderedConfigurationAndLabelsEveryExecutorService) {
+  std::string stamp = PoolConfig::FromOptions(OptionsBuilder().Str("project", "p").Build()).stamp;
+  EXPECT_EQ(PoolConfig::FromOptions(OptionsBuilder().Str("project", "p").Build()).stamp, stamp) << "deterministic";
+  EXPECT_NE(PoolConfig::FromOptions(OptionsBuilder().Str("project", "p").Str("network", "bridge").Build()).stamp, stamp);
+  EXPECT_NE(PoolConfig::FromOptions(OptionsBuilder().Str("project", "p").Str("image", "crucible/python:3.11").Build()).stamp,
+            stamp);
+  EXPECT_EQ(PoolConfig::FromOptions(OptionsBuilder().Str("project", "p").Int("replicas", 7).Build()).stamp, stamp)
+      << "the number of executors is not their configuration";
+
+  // Service names YAML would read as other types stay strings; the version is the main file's.
+  std::string path = ::testing::TempDir() + "/crucible-stamp-compose.yaml";
+  std::ofstream(path) << "version: \"2.4\"\nservices:\n  \"yes\":\n    image: a/b:1\n  \"1\":\n    image: c/d:2\n";
+  PoolConfig c = PoolConfig::FromOptions(OptionsBuilder().Str("compose_file", path.c_str()).Build());
+  YAML::Node stamp_file = YAML::Load(c.stamp_text);
+  EXPECT_EQ(stamp_file["version"].as<std::string>(), "2.4");
+  for (const char* service : {"yes", "1"}) {
+    YAML::Node labels = stamp_file["services"][service]["labels"];
+    ASSERT_TRUE(labels.IsMap()) << service << "\n" << c.stamp_text;
+    EXPECT_EQ(labels[kStampLabel].as<std::string>(), c.stamp);
+  }
+  EXPECT_NE(c.stamp_text.find("\"yes\":"), std::string::npos) << c.stamp_text;
   std::remove(path.c_str());
 }
 

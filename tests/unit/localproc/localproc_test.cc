@@ -516,9 +516,16 @@ TEST(LocalProcTest, SupervisorKilledLosesItsAttemptsAndTheNextStartsANewOne) {
   EXPECT_EQ(ok->outcome, CRUCIBLE_OUTCOME_SUCCEEDED);
 }
 
-TEST(LocalProcTest, WhatAKilledSupervisorsStepDaemonisedIsKilledByTheNextSupervisor) {
-  if (Describe().rfind("cgroup ", 0) != 0) GTEST_SKIP() << "no cgroups here: " << Describe();
-  Instance in;
+/// What a step's supervisor, SIGKILLed under it, left: the step's setsid
+/// grandchild (still running) and the cgroups the supervisor named.
+struct KilledSupervisor {
+  pid_t daemon = -1;
+  std::string cgroups_file;
+  std::vector<std::string> parents;
+};
+
+/// Starts attempt 1 of `in` with a step that daemonises a sleeper, then SIGKILLs its supervisor.
+void KillSupervisorUnderADaemonisingStep(Instance& in, KilledSupervisor* out) {
   fs::create_directories(in.dir() + "/logs/r1");  // as the engine makes it, for the supervisor's journal
   std::string pid_file = in.dir() + "/daemon.pid";
   std::string handle;
@@ -526,29 +533,47 @@ TEST(LocalProcTest, WhatAKilledSupervisorsStepDaemonisedIsKilledByTheNextSupervi
                                                "; exec sleep 300"}},
                      &handle),
             CRUCIBLE_STATUS_OK);
-  pid_t daemon = WaitPidFile(pid_file);
-  ASSERT_GT(daemon, 0);
+  out->daemon = WaitPidFile(pid_file);
+  ASSERT_GT(out->daemon, 0);
   int supervisor = 0;
   unsigned long long start = 0;
   ASSERT_EQ(std::sscanf(handle.c_str(), "supervisor=%d start=%llu", &supervisor, &start), 2) << handle;
-  std::string cgroups_file = in.dir() + "/logs/r1/.localproc-supervisor-" + std::to_string(supervisor) + "-" +
-                             std::to_string(start) + ".cgroups";
-  std::istringstream listed(ReadFile(cgroups_file));
-  std::vector<std::string> parents;
-  for (std::string line; std::getline(listed, line);) parents.push_back(line);
-  ASSERT_FALSE(parents.empty()) << "the supervisor names its cgroups in " << cgroups_file;
-
+  out->cgroups_file = in.dir() + "/logs/r1/.localproc-supervisor-" + std::to_string(supervisor) + "-" +
+                      std::to_string(start) + ".cgroups";
+  std::istringstream listed(ReadFile(out->cgroups_file));
+  for (std::string line; std::getline(listed, line);) out->parents.push_back(line);
+  ASSERT_FALSE(out->parents.empty()) << "the supervisor names its cgroups in " << out->cgroups_file;
   ASSERT_EQ(::kill(supervisor, SIGKILL), 0);
   auto lost = in.Wait(1);
   ASSERT_TRUE(lost);
   EXPECT_EQ(lost->reason, CRUCIBLE_REASON_LOST);
-  EXPECT_FALSE(ProcessGone(daemon)) << "the supervisor's death alone does not reach a setsid grandchild";
+  EXPECT_FALSE(ProcessGone(out->daemon)) << "the supervisor's death alone does not reach a setsid grandchild";
+}
+
+void ExpectReaped(const KilledSupervisor& k) {
+  EXPECT_TRUE(WaitGone(k.daemon)) << "pid " << k.daemon << " outlived its supervisor";
+  EXPECT_FALSE(fs::exists(k.cgroups_file));
+  for (const auto& p : k.parents) EXPECT_FALSE(fs::exists(p)) << p;
+}
+
+TEST(LocalProcTest, WhatAKilledSupervisorsStepDaemonisedIsKilledByTheNextSupervisor) {
+  if (Describe().rfind("cgroup ", 0) != 0) GTEST_SKIP() << "no cgroups here: " << Describe();
+  Instance in;
+  KilledSupervisor killed;
+  ASSERT_NO_FATAL_FAILURE(KillSupervisorUnderADaemonisingStep(in, &killed));
   // The next attempt starts a new supervisor, which kills what the old one's slots still hold.
   ASSERT_EQ(in.Start(2, {{"true"}}), CRUCIBLE_STATUS_OK);
   ASSERT_TRUE(in.Wait(2));
-  EXPECT_TRUE(WaitGone(daemon)) << "pid " << daemon << " outlived its supervisor";
-  EXPECT_FALSE(fs::exists(cgroups_file));
-  for (const auto& p : parents) EXPECT_FALSE(fs::exists(p)) << p;
+  ExpectReaped(killed);
+}
+
+TEST(LocalProcTest, WhatAKilledSupervisorsStepDaemonisedIsKilledWhenTheRunEnds) {
+  if (Describe().rfind("cgroup ", 0) != 0) GTEST_SKIP() << "no cgroups here: " << Describe();
+  Instance in;
+  KilledSupervisor killed;
+  ASSERT_NO_FATAL_FAILURE(KillSupervisorUnderADaemonisingStep(in, &killed));
+  in.Destroy();  // no attempt after it: the engine's end reaps
+  ExpectReaped(killed);
 }
 
 TEST(LocalProcTest, SilentStepHasNoLogFile) {
