@@ -109,6 +109,40 @@ TEST_F(RunTest, OutputsFlowDownstreamAndResultsShowThem) {
   EXPECT_NE(text.out.find("x=42"), std::string::npos) << text.out;
 }
 
+TEST_F(RunTest, StatusSaysWhyAStepFailedLongAfterTheRun) {
+  std::string wf = Write("why.toml", R"(
+[workflow]
+name = "why"
+
+[[steps]]
+id = "a"
+shell = "echo other=1 >> \"$CRUCIBLE_OUTPUT\""
+
+[[steps]]
+id = "b"
+needs = ["a"]
+run = ["echo", "{{steps.a.outputs.score}}"]
+
+[[steps]]
+id = "c"
+run = ["/nonexistent/grader"]
+)");
+  EngineResult r = Engine({"run", wf});
+  ASSERT_EQ(r.exit_code, 1) << r.err;
+  std::string run_id = FirstLine(r.err);
+  EngineResult s = Engine({"status", run_id, "--json"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  nlohmann::json status = Json(s.out);
+  EXPECT_TRUE(StepOf(status, "a")["message"].is_null());
+  std::string b = StepOf(status, "b").value("message", "");
+  EXPECT_NE(b.find("score"), std::string::npos) << "names the key step a did not write: " << s.out;
+  std::string c = StepOf(status, "c").value("message", "");
+  EXPECT_NE(c.find("/nonexistent/grader"), std::string::npos) << "says what could not run: " << s.out;
+  EngineResult text = Engine({"status", run_id});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("b: " + b), std::string::npos) << text.out;
+}
+
 TEST_F(RunTest, SetOverridesAParam) {
   std::string wf = Write("params.toml", R"(
 [workflow]

@@ -43,6 +43,7 @@ std::string StatusJson(const RunView& view) {
                      {"attempts", s.attempts},
                      {"exit_code", CodeOrNull(s.exit_code)},
                      {"backend", s.backend},
+                     {"message", OrNull(s.message)},
                      {"outputs", StepOutputs(view, s.idx)}});
   }
   const store::RunRow& r = view.run;

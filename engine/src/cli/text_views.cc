@@ -94,7 +94,13 @@ std::string StatusText(const RunView& view, int64_t now_ms) {
     rows.push_back({s.step_id, store::ToString(s.state), std::to_string(s.attempts), ExitText(s.exit_code),
                     OrDash(s.reason), s.backend});
   }
-  return out + FormatTable(rows);
+  out += FormatTable(rows);
+  // Why steps ended as they did, where a backend or the engine said so.
+  std::string why;
+  for (const store::StepRow& s : view.steps) {
+    if (!s.message.empty()) why += Cell(s.step_id) + ": " + Cell(s.message) + "\n";
+  }
+  return why.empty() ? out : out + "\n" + why;
 }
 
 std::string ResultsText(const RunView& view) {

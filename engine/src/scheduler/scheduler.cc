@@ -108,6 +108,7 @@ struct Scheduler::Impl {
   struct Task {
     StepState state = StepState::kPending;
     std::string reason;
+    std::string message;   ///< why it ended so (recorded with the step)
     int remaining_needs = 0;
     int attempts = 0;      ///< attempt numbers used so far
     int retries_used = 0;  ///< charged to `retries`
@@ -262,6 +263,7 @@ struct Scheduler::Impl {
     row.reason = task.reason;
     row.attempts = task.attempts;
     row.exit_code = task.exit_code;
+    row.message = task.message;
     writes.push_back([this, row = std::move(row)] { return store.SetStepState(row); });
   }
 
@@ -272,7 +274,7 @@ struct Scheduler::Impl {
            (t.state == StepState::kSkipped && t.reason != "condition_false");
   }
 
-  void Finish(TaskId t, StepState state, const std::string& reason) {
+  void Finish(TaskId t, StepState state, const std::string& reason, const std::string& message = "") {
     Task& task = tasks[t];
     CRUCIBLE_CHECK(task.state == StepState::kPending || task.state == StepState::kRunning,
                    "finished a step that had already finished");
@@ -282,6 +284,7 @@ struct Scheduler::Impl {
     }
     task.state = state;
     task.reason = reason;
+    task.message = message;
     ++finished;
     WriteStep(t);
     Log()->debug("step finished run={} step={} state={} reason={} attempts={}", run_id, plan.step(t).id,
@@ -520,6 +523,7 @@ struct Scheduler::Impl {
     task.exit_code = r.exit_code;
     std::string state = row.state;
     std::string reason = row.reason;
+    std::string message = row.message;
     bool infra = row.infra;
     Log()->debug("attempt finished run={} step={} attempt={} state={} reason={} exit={}", run_id, ps.id, l.number,
                  state, reason, r.exit_code);
@@ -542,7 +546,7 @@ struct Scheduler::Impl {
       return;
     }
     if (state == "cancelled") {
-      Finish(t, StepState::kCancelled, l.cancel_cause.empty() ? "cancelled" : l.cancel_cause);
+      Finish(t, StepState::kCancelled, l.cancel_cause.empty() ? "cancelled" : l.cancel_cause, message);
       return;
     }
     bool stopped_by_us = !l.cancel_cause.empty() && l.cancel_cause != "safety";
@@ -559,7 +563,7 @@ struct Scheduler::Impl {
       }
     }
     keep_outputs();
-    Finish(t, StepState::kFailed, reason);
+    Finish(t, StepState::kFailed, reason, message);
   }
 
   /// A step that cannot start (a missing upstream output): failed, no attempt.
@@ -570,7 +574,7 @@ struct Scheduler::Impl {
       tasks[t].waiting = false;
       --waiting_count;
     }
-    Finish(t, StepState::kFailed, reason);
+    Finish(t, StepState::kFailed, reason, message);
   }
 
   /// Appends s as a JSON string, exactly as nlohmann's dump (no ASCII escaping, invalid UTF-8 replaced).
@@ -959,6 +963,7 @@ struct Scheduler::Impl {
       store::StepRow pending = row;
       pending.state = StepState::kPending;
       pending.reason = "";
+      pending.message = "";
       pending.attempts = task.attempts;
       pending.exit_code = -1;
       reset.push_back(std::move(pending));

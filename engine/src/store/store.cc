@@ -97,6 +97,11 @@ ALTER TABLE runs DROP COLUMN owner_host;
 ALTER TABLE runs DROP COLUMN owner_start;
 CREATE INDEX runs_by_end ON runs (ended_at);
 )sql",
+    // Version 4: why a step ended as it did, for `status` long after the run
+    // (a failed attempt's message, or why the step could not start).
+    R"sql(
+ALTER TABLE steps ADD COLUMN message TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");
@@ -112,7 +117,7 @@ constexpr const char* kGetRunExactSql =
     "source_text, pid, host, start, token, heartbeat_at FROM runs LEFT JOIN run_owners ON run_id = id WHERE id = ?1";
 constexpr const char* kGetRunPrefixSql = "SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 11";
 constexpr const char* kGetStepsSql =
-    "SELECT run_id, idx, step_id, backend, state, reason, attempts, exit_code FROM steps WHERE run_id = ?1 "
+    "SELECT run_id, idx, step_id, backend, state, reason, attempts, exit_code, message FROM steps WHERE run_id = ?1 "
     "ORDER BY idx";
 constexpr const char* kAttemptColumns =
     "SELECT run_id, step_idx, number, state, reason, exit_code, signal, started_at, ended_at, log_path, log_bytes, "
@@ -288,7 +293,8 @@ struct Store::Impl {
         "handle = CASE WHEN ?15 != '' THEN ?15 ELSE handle END "
         "WHERE run_id = ?1 AND step_idx = ?2 AND number = ?3");
     set_step = std::make_unique<SQLite::Statement>(
-        db, "UPDATE steps SET state = ?3, reason = ?4, attempts = ?5, exit_code = ?6 WHERE run_id = ?1 AND idx = ?2");
+        db, "UPDATE steps SET state = ?3, reason = ?4, attempts = ?5, exit_code = ?6, message = ?7 "
+            "WHERE run_id = ?1 AND idx = ?2");
     put_output = std::make_unique<SQLite::Statement>(
         db, "INSERT OR REPLACE INTO outputs (run_id, step_idx, key, value) VALUES (?1, ?2, ?3, ?4)");
     finish_run = std::make_unique<SQLite::Statement>(
@@ -584,6 +590,7 @@ Status Store::SetStepState(const StepRow& step) {
     st->bind(4, step.reason);
     st->bind(5, step.attempts);
     st->bind(6, step.exit_code);
+    st->bind(7, step.message);
     return NotFoundUnless(st->exec(), "step " + std::to_string(step.idx) + " in run " + step.run_id);
   });
 }
@@ -745,6 +752,7 @@ Result<std::vector<StepRow>> Store::GetSteps(const std::string& run_id) const {
       s.reason = Text(*st, 5);
       s.attempts = st->getColumn(6).getInt();
       s.exit_code = st->getColumn(7).getInt();
+      s.message = Text(*st, 8);
       out.push_back(std::move(s));
     }
     return out;

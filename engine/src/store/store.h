@@ -24,7 +24,7 @@
 namespace crucible::store {
 
 /// Current schema version (PRAGMA user_version).
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 enum class RunState { kRunning, kSucceeded, kFailed, kCancelled, kInterrupted };
 enum class StepState { kPending, kRunning, kSucceeded, kFailed, kSkipped, kCancelled };
@@ -72,6 +72,7 @@ struct StepRow {
   std::string reason;        ///< failed: exited/timeout/...; skipped: upstream_failed/condition_false
   int attempts = 0;
   int exit_code = -1;
+  std::string message;       ///< why it ended so, for the user (its last attempt's message, or why it never started)
 };
 
 struct AttemptRow {
@@ -120,7 +121,7 @@ class Store {
   Status InsertAttempt(const AttemptRow& attempt);            ///< write-ahead, before start()
   Status SetAttemptHandle(const std::string& run_id, int step_idx, int number, const std::string& handle);
   Status FinishAttempt(const AttemptRow& attempt);            ///< state, reason, codes, end, log sizes, message
-  Status SetStepState(const StepRow& step);                   ///< state, reason, attempts, exit_code
+  Status SetStepState(const StepRow& step);                   ///< state, reason, attempts, exit_code, message
   Status PutOutputs(const std::string& run_id, int step_idx, const std::vector<std::pair<std::string, std::string>>& outputs);
   Status FinishRun(const std::string& run_id, RunState state, int64_t ended_at_ms, int exit_code);
   /// Records the engine process that runs (or continues) a run: pid, host name, start time.

@@ -18,7 +18,8 @@ RunView SampleRun() {
   v.run.ended_at_ms = 1'764'084'614'300;
   v.run.exit_code = 1;
   store::StepRow prepare{v.run.id, 0, "prepare", "localproc", store::StepState::kSucceeded, "", 1, 0};
-  store::StepRow bob{v.run.id, 1, "evaluate[bob]", "localproc", store::StepState::kFailed, "exited", 3, 1};
+  store::StepRow bob{v.run.id, 1, "evaluate[bob]", "localproc", store::StepState::kFailed, "exited", 3, 1,
+                     "2 of 9 tests failed"};
   store::StepRow score{v.run.id, 2, "score", "localproc", store::StepState::kSkipped, "upstream_failed", 0, -1};
   v.steps = {prepare, bob, score};
   v.outputs = {{0, "prepare", "tests", "3"}, {1, "evaluate[bob]", "passed", "7"}};
@@ -36,9 +37,11 @@ TEST(ViewsTest, StatusJsonHasTheFormatsFields) {
   ASSERT_EQ(j["steps"].size(), 3u);
   nlohmann::json bob = j["steps"][1];
   EXPECT_EQ(bob, nlohmann::json::parse(R"({"id": "evaluate[bob]", "state": "failed", "attempts": 3,
-      "exit_code": 1, "reason": "exited", "backend": "localproc", "outputs": {"passed": "7"}})"));
+      "exit_code": 1, "reason": "exited", "backend": "localproc", "message": "2 of 9 tests failed",
+      "outputs": {"passed": "7"}})"));
   EXPECT_TRUE(j["steps"][2]["exit_code"].is_null());
   EXPECT_TRUE(j["steps"][0]["reason"].is_null());
+  EXPECT_TRUE(j["steps"][0]["message"].is_null());
 }
 
 TEST(ViewsTest, StatusJsonOfARunningRunHasNoEnd) {
@@ -69,6 +72,7 @@ TEST(ViewsTest, StatusTextHasARowPerStep) {
   EXPECT_NE(text.find("STEP"), std::string::npos) << text;
   EXPECT_NE(text.find("evaluate[bob]  failed     3         1     exited"), std::string::npos) << text;
   EXPECT_NE(text.find("score          skipped    0         -     upstream_failed"), std::string::npos) << text;
+  EXPECT_NE(text.find("\n\nevaluate[bob]: 2 of 9 tests failed\n"), std::string::npos) << "why, below the table: " << text;
 }
 
 TEST(ViewsTest, RunsTextAndJsonCarryStepCounts) {

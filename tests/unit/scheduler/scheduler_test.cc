@@ -496,6 +496,30 @@ run = ["echo", "{{steps.prepare.outputs.tests}}"]
   EXPECT_TRUE(Attempts(plan, "use").empty());
   ASSERT_EQ(observer_.messages.size(), 1u);
   EXPECT_THAT(observer_.messages[0].second, HasSubstr("tests"));
+  EXPECT_EQ(Step("use").message, observer_.messages[0].second) << "recorded for `status`";
+}
+
+TEST_F(SchedulerTest, AFailedStepRecordsItsLastAttemptsMessage) {
+  auto plan = MakePlan(R"(
+[[steps]]
+id = "bad"
+retries = 1
+retry_delay = "10ms"
+run = ["x"]
+[[steps]]
+id = "good"
+run = ["x"]
+)");
+  FakeOutcome first = FakeOutcome::Failed(CRUCIBLE_REASON_OOM_KILLED);
+  first.message = "first: over the memory limit";
+  FakeOutcome second = FakeOutcome::Failed(CRUCIBLE_REASON_OOM_KILLED);
+  second.message = "second: over the memory limit";
+  backend_.per_step["bad"] = {first, second};
+  RunPlan(plan);
+  EXPECT_EQ(Step("bad").state, StepState::kFailed);
+  EXPECT_EQ(Step("bad").attempts, 2);
+  EXPECT_EQ(Step("bad").message, "second: over the memory limit");
+  EXPECT_EQ(Step("good").message, "");
 }
 
 TEST_F(SchedulerTest, OutputsOver4KiBFailTheAttempt) {

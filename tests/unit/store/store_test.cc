@@ -115,6 +115,7 @@ TEST_F(StoreTest, EveryWriteReadsBack) {
   s.reason = "timeout";
   s.attempts = 1;
   s.exit_code = 3;
+  s.message = "killed after 30s";
   ASSERT_TRUE(store->SetStepState(s).ok());
   ASSERT_TRUE(store->PutOutputs("r1", 1, {{"passed", "12"}, {"failed", "0"}}).ok());
   ASSERT_TRUE(store->PutOutputs("r1", 0, {{"tests", "5"}}).ok());
@@ -142,6 +143,8 @@ TEST_F(StoreTest, EveryWriteReadsBack) {
   EXPECT_EQ((*steps)[1].reason, "timeout");
   EXPECT_EQ((*steps)[1].attempts, 1);
   EXPECT_EQ((*steps)[1].exit_code, 3);
+  EXPECT_EQ((*steps)[1].message, "killed after 30s");
+  EXPECT_EQ((*steps)[0].message, "");
   EXPECT_EQ((*steps)[1].backend, "localproc");
 
   auto attempts = store->GetAttempts("r1", 1);
