@@ -31,10 +31,16 @@ _oom() {
     fi
   done
 }
+# Whether a process of the step's user other than this one is left. A zombie
+# is not (it holds nothing; the executor's init reaps it): a timer killed a
+# moment ago is one until then.
 _left() {
   for _q in /proc/[0-9]*; do
     _q=${_q#/proc/}
-    [ "$_q" != 1 ] && [ "$_q" != $$ ] && [ -O /proc/$_q ] && return 0
+    if [ "$_q" != 1 ] && [ "$_q" != $$ ] && [ -O /proc/$_q ]; then
+      _s=; read -r _s </proc/$_q/stat 2>/dev/null || continue
+      case ${_s##*") "} in Z*) ;; *) return 0 ;; esac
+    fi
   done
   return 1
 }
@@ -42,7 +48,7 @@ _scrub() {
   kill -KILL -1 2>/dev/null
   wait
   _n=0
-  while _left && [ $_n -lt 100 ]; do kill -KILL -1 2>/dev/null; sleep 0.01; _n=$((_n + 1)); done
+  while _left && [ $_n -lt 120 ]; do kill -KILL -1 2>/dev/null; [ $_n -lt 20 ] || sleep 0.01; _n=$((_n + 1)); done
   _s=ok
   set --
   for _x in "$_r"/* "$_r"/.[!.]* "$_r"/..?* "$_d"/* "$_d"/.[!.]* "$_d"/..?* /tmp/* /tmp/.[!.]* /tmp/..?* \
