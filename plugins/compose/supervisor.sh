@@ -33,13 +33,16 @@ _oom() {
 }
 # Whether a process of the step's user other than this one is left. A zombie
 # is not (it holds nothing; the executor's init reaps it): a timer killed a
-# moment ago is one until then.
+# moment ago is one until then. The state comes from the State: line of
+# /proc/PID/status, where a name cannot pass for it; a process gone meanwhile
+# has none.
 _left() {
   for _q in /proc/[0-9]*; do
     _q=${_q#/proc/}
     if [ "$_q" != 1 ] && [ "$_q" != $$ ] && [ -O /proc/$_q ]; then
-      _s=; read -r _s </proc/$_q/stat 2>/dev/null || continue
-      case ${_s##*") "} in Z*) ;; *) return 0 ;; esac
+      _lv=
+      { while read -r _lk _lv _lr; do [ "$_lk" = State: ] && break; _lv=; done; } 2>/dev/null </proc/$_q/status
+      case $_lv in Z | X | "") ;; *) return 0 ;; esac
     fi
   done
   return 1

@@ -113,6 +113,7 @@ TEST_F(CancelTest, DeadEngineRunIsCancelledByStoppingItsStepsThroughTheirHandles
   nlohmann::json status = Json(s.out);
   EXPECT_EQ(status["state"], "cancelled");
   EXPECT_EQ(StepOf(status, "sleeper")["state"], "cancelled");
+  EXPECT_EQ(StepOf(status, "sleeper").value("message", ""), "cancelled by `crucible-engine cancel`; its engine was gone");
   EXPECT_EQ(StepOf(status, "after")["state"], "cancelled");
 
   EngineResult again = Engine({"cancel", run_id_});

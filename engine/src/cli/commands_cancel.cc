@@ -133,6 +133,9 @@ int CancelOrphaned(store::Store& store, const store::RunRow& run) {
       store::StepRow c = step;
       c.state = store::StepState::kCancelled;
       c.reason = "cancelled";
+      for (const store::AttemptRow& f : finished) {
+        if (f.step_idx == step.idx) c.message = f.message;  // how its attempt was stopped, or could not be
+      }
       Status w = store.SetStepState(c);
       if (!w.ok()) return w;
     }

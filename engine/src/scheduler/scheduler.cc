@@ -109,6 +109,7 @@ struct Scheduler::Impl {
     StepState state = StepState::kPending;
     std::string reason;
     std::string message;   ///< why it ended so (recorded with the step)
+    std::string last_message;  ///< its last attempt's, while it waits for a retry
     int remaining_needs = 0;
     int attempts = 0;      ///< attempt numbers used so far
     int retries_used = 0;  ///< charged to `retries`
@@ -284,7 +285,8 @@ struct Scheduler::Impl {
     }
     task.state = state;
     task.reason = reason;
-    task.message = message;
+    // A step stopped while it waited for a retry keeps what its last attempt said.
+    task.message = message.empty() && state != StepState::kSucceeded ? task.last_message : message;
     ++finished;
     WriteStep(t);
     Log()->debug("step finished run={} step={} state={} reason={} attempts={}", run_id, plan.step(t).id,
@@ -410,7 +412,9 @@ struct Scheduler::Impl {
       row.handle = l.handle;
       row.message = "engine stopped waiting";
       writes.push_back([this, row = std::move(row)] { return store.FinishAttempt(row); });
-      if (tasks[l.task].state == StepState::kRunning) Finish(l.task, StepState::kCancelled, "cancelled");
+      if (tasks[l.task].state == StepState::kRunning) {
+        Finish(l.task, StepState::kCancelled, "cancelled", "engine stopped waiting");
+      }
     }
     live.clear();
   }
@@ -524,6 +528,7 @@ struct Scheduler::Impl {
     std::string state = row.state;
     std::string reason = row.reason;
     std::string message = row.message;
+    task.last_message = message;
     bool infra = row.infra;
     Log()->debug("attempt finished run={} step={} attempt={} state={} reason={} exit={}", run_id, ps.id, l.number,
                  state, reason, r.exit_code);

@@ -522,6 +522,28 @@ run = ["x"]
   EXPECT_EQ(Step("good").message, "");
 }
 
+TEST_F(SchedulerTest, AStepCancelledWhileItWaitsForARetryKeepsItsLastAttemptsMessage) {
+  auto plan = MakePlan(R"(
+[[steps]]
+id = "r"
+run = ["x"]
+retries = 1
+retry_delay = "10s"
+[[steps]]
+id = "f"
+run = ["x"]
+)", "fail_fast = true");
+  FakeOutcome first = FakeOutcome::Exit(1);
+  first.message = "2 of 9 tests failed";
+  backend_.per_step["r"] = {first, FakeOutcome::Ok()};
+  backend_.per_step["f"] = {FakeOutcome::Exit(1, 5000)};  // fails while r waits for its retry
+  RunPlan(plan);
+  EXPECT_EQ(Step("r").state, StepState::kCancelled);
+  EXPECT_EQ(Step("r").reason, "fail_fast");
+  EXPECT_EQ(Step("r").attempts, 1);
+  EXPECT_EQ(Step("r").message, "2 of 9 tests failed");
+}
+
 TEST_F(SchedulerTest, OutputsOver4KiBFailTheAttempt) {
   auto plan = MakePlan(R"(
 [[steps]]
