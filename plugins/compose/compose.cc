@@ -946,7 +946,8 @@ void CheckStep(const sdk::StepCheck& step, sdk::DiagSink& sink) {
 
 const crucible_option_decl kOptions[] = {
     sdk::Option("project", CRUCIBLE_OPTION_STRING, CRUCIBLE_SCOPE_BACKEND,
-                "Compose project name of the pool (default crucible-pool); it labels every executor"),
+                "Compose project name of the pool (default $CRUCIBLE_COMPOSE_PROJECT, else crucible-pool); it labels "
+                "every executor"),
     sdk::Option("compose_file", CRUCIBLE_OPTION_STRING, CRUCIBLE_SCOPE_BACKEND,
                 "your own compose file instead of the shipped hardened one"),
     sdk::Option("services", CRUCIBLE_OPTION_STRING_LIST, CRUCIBLE_SCOPE_BACKEND,

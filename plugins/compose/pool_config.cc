@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -111,9 +112,12 @@ std::string NormaliseImage(const std::string& image) {
 PoolConfig PoolConfig::FromOptions(const sdk::Options& options) {
   static const std::regex project_re("^[a-z0-9][a-z0-9_-]{0,62}$");
   PoolConfig c;
-  c.project = options.String("project", "crucible-pool");
+  // A workflow that names no project gets $CRUCIBLE_COMPOSE_PROJECT, else crucible-pool.
+  const char* env_project = std::getenv("CRUCIBLE_COMPOSE_PROJECT");
+  c.project = options.String("project", env_project != nullptr && *env_project != '\0' ? env_project : "crucible-pool");
   if (!std::regex_match(c.project, project_re)) {
-    throw std::runtime_error("project \"" + c.project + "\" is not a Compose project name ([a-z0-9][a-z0-9_-]*)");
+    throw std::runtime_error(std::string(options.Find("project") == nullptr ? "CRUCIBLE_COMPOSE_PROJECT" : "project") +
+                             " \"" + c.project + "\" is not a Compose project name ([a-z0-9][a-z0-9_-]*)");
   }
   c.replicas = static_cast<int>(options.Int("replicas", 4));
   if (c.replicas < 1 || c.replicas > 256) throw std::runtime_error("replicas must be between 1 and 256");

@@ -11,13 +11,13 @@ using ComposeExamplesTest = ComposeTest;
 TEST_F(ComposeExamplesTest, EveryExampleRunsOnComposeUnchangedAndEndsAsOnLocalproc) {
   std::vector<std::string> files = ExampleWorkflows();
   ASSERT_FALSE(files.empty());
-  // The examples name no project: their pool is the default one.
-  const std::string pool = "--filter label=com.docker.compose.project=crucible-pool";
   for (const std::string& file : files) {
     SCOPED_TRACE(file);
     EngineResult local = Engine({"run", file, "--backend", "localproc", "--json"});
     ASSERT_EQ(local.exit_code, 0) << local.err;
-    EngineResult compose = Engine({"run", file, "--backend", "compose", "--json"});
+    // The examples name no project: the environment gives them this test's.
+    EngineResult compose = RunEngine({"--state-dir", state_dir_, "run", file, "--backend", "compose", "--json"},
+                                     {"CRUCIBLE_COMPOSE_PROJECT=" + project_});
     ASSERT_EQ(compose.exit_code, 0) << compose.err;
     nlohmann::json on_compose = Json(compose.out);
     EXPECT_EQ(on_compose["state"], "succeeded");
@@ -33,7 +33,7 @@ TEST_F(ComposeExamplesTest, EveryExampleRunsOnComposeUnchangedAndEndsAsOnLocalpr
         EXPECT_EQ(got.value(key, nlohmann::json()), want.value(key, nlohmann::json())) << key;
       }
     }
-    EXPECT_EQ(Shell("docker ps -aq " + pool), "") << "the example's pool was not taken down";
+    EXPECT_EQ(Containers(true), "") << "the example's pool was not taken down";
   }
 }
 

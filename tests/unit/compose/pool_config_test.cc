@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -110,6 +111,17 @@ TEST(PoolConfigTest, TheStampFollowsTheRenderedConfigurationAndLabelsEveryExecut
   }
   EXPECT_NE(c.stamp_text.find("\"yes\":"), std::string::npos) << c.stamp_text;
   std::remove(path.c_str());
+}
+
+TEST(PoolConfigTest, TheProjectComesFromTheWorkflowElseTheEnvironmentElseTheDefault) {
+  ::unsetenv("CRUCIBLE_COMPOSE_PROJECT");
+  EXPECT_EQ(PoolConfig::FromOptions(OptionsBuilder().Build()).project, "crucible-pool");
+  ::setenv("CRUCIBLE_COMPOSE_PROJECT", "from-env", 1);
+  EXPECT_EQ(PoolConfig::FromOptions(OptionsBuilder().Build()).project, "from-env");
+  EXPECT_EQ(PoolConfig::FromOptions(OptionsBuilder().Str("project", "named").Build()).project, "named");
+  ::setenv("CRUCIBLE_COMPOSE_PROJECT", "Not Valid", 1);
+  EXPECT_THROW(PoolConfig::FromOptions(OptionsBuilder().Build()), std::runtime_error);
+  ::unsetenv("CRUCIBLE_COMPOSE_PROJECT");
 }
 
 TEST(PoolConfigTest, BadOptionsAreRefusedWithAMessage) {
